@@ -1,0 +1,173 @@
+"""Full-ranking and sampled HR@K / NDCG@K with per-user values (model-specs §3).
+
+Ranks follow the reference code: candidates are all items minus the user's training target items
+(the test items stay in); a test item's 0-based rank is the number of candidates scored higher plus
+the number scored equal with a smaller item id (a stable sort on ascending ids).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from bench.data.dataset import MultiBehaviorDataset
+from bench.errors import ConfigError
+
+RULES = ("default", "paper")
+PROTOCOLS = ("full", "sampled")
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    """Metrics averaged over evaluated users, plus the per-user values behind them."""
+
+    split: str
+    protocol: str
+    rule: str
+    ks: tuple[int, ...]
+    metrics: dict[str, float]
+    users: np.ndarray                      # evaluated user ids, ascending
+    per_user: dict[str, np.ndarray]        # metric name -> value per evaluated user
+    ranks: np.ndarray = field(repr=False)  # 0-based rank of every (user, held-out item) pair
+    pair_users: np.ndarray = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol}/{self.rule}"
+
+
+def _rows_of(matrix: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(block row, column) index arrays of the non-zeros of ``matrix[users]``."""
+    sub = matrix[users]
+    rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
+    return rows, sub.indices
+
+
+def _ranks_full(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    target = scores[rows, items].unsqueeze(1)
+    candidates = scores[rows] if len(rows) != scores.shape[0] or not _is_identity(rows) else scores
+    higher = (candidates > target).sum(dim=1)
+    equal = candidates == target
+    tied = equal.sum(dim=1) > 1   # the item itself always counts once
+    if bool(tied.any()):
+        idx = torch.nonzero(tied).squeeze(1)
+        ids = torch.arange(scores.shape[1], device=scores.device)
+        before = (equal[idx] & (ids.unsqueeze(0) < items[idx].unsqueeze(1))).sum(dim=1)
+        higher = higher.clone()
+        higher[idx] += before
+    return higher
+
+
+def _is_identity(rows: torch.Tensor) -> bool:
+    return bool(torch.equal(rows, torch.arange(len(rows), device=rows.device)))
+
+
+def _ranks_sampled(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
+                   negatives: torch.Tensor) -> torch.Tensor:
+    target = scores[rows, items].unsqueeze(1)
+    neg_items = negatives[rows]
+    neg_scores = torch.gather(scores[rows], 1, neg_items)
+    higher = (neg_scores > target) | ((neg_scores == target) & (neg_items < items.unsqueeze(1)))
+    return higher.sum(dim=1)
+
+
+def sample_negatives(excluded: sp.csr_matrix, users: np.ndarray, n: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``n`` items per user drawn uniformly (with repeats) from items outside ``excluded[user]``."""
+    n_items = excluded.shape[1]
+    sub = excluded[users].tocsr()
+    keys = np.sort(np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr)) * n_items
+                   + sub.indices)
+    out = rng.integers(0, n_items, size=(len(users), n))
+    full = np.diff(sub.indptr) >= n_items
+    if full.any():
+        raise ConfigError(f"{int(full.sum())} user(s) have no item left to sample negatives from")
+    for _ in range(1000):
+        flat = np.arange(len(users))[:, None] * n_items + out
+        bad = np.isin(flat, keys)
+        if not bad.any():
+            return out
+        out[bad] = rng.integers(0, n_items, size=int(bad.sum()))
+    raise ConfigError("could not sample negatives: users have almost every item excluded")
+
+
+def metrics_from_ranks(ranks: np.ndarray, pair_users: np.ndarray, n_users: int,
+                       ks: Sequence[int], rule: str) -> dict[str, np.ndarray]:
+    """Per-user HR@K and NDCG@K from the ranks of each user's held-out items.
+
+    ``pair_users`` maps each rank to its user's position (0..n_users-1).
+    ``default``: HR = any hit, NDCG = DCG / IDCG@min(K, #held-out).
+    ``paper``: the reference code's sums over hits (a user's HR can exceed 1).
+    """
+    if rule not in RULES:
+        raise ConfigError(f"unknown metric rule '{rule}'; choose one of {RULES}")
+    gain = 1.0 / np.log2(ranks.astype(np.float64) + 2.0)
+    n_held = np.bincount(pair_users, minlength=n_users)
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        hits = np.bincount(pair_users, weights=hit, minlength=n_users)
+        dcg = np.bincount(pair_users, weights=np.where(hit, gain, 0.0), minlength=n_users)
+        if rule == "paper":
+            out[f"HR@{k}"], out[f"NDCG@{k}"] = hits, dcg
+        else:
+            ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+            idcg = ideal[np.minimum(n_held, k) - 1]
+            out[f"HR@{k}"], out[f"NDCG@{k}"] = (hits > 0).astype(np.float64), dcg / idcg
+    return out
+
+
+@torch.no_grad()
+def evaluate(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = "test",
+             ks: Sequence[int] = (10,), rule: str = "default", protocol: str = "full",
+             block_size: int = 2048, device: torch.device | str = "cpu",
+             n_negatives: int = 99, seed: int = 0) -> EvalResult:
+    """Rank every evaluated user's held-out items; ``score_fn(users)`` returns target scores
+    [len(users), n_items]. Candidates exclude the training target items, and also the validation
+    items when the test split is evaluated (they are known interactions then)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
+    if rule not in RULES:
+        raise ConfigError(f"unknown metric rule '{rule}'; choose one of {RULES}")
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"cutoffs K must be positive integers, got {ks}")
+    held = dataset.split(split)
+    masked = dataset.train[dataset.target]
+    if split == "test" and dataset.valid is not None:
+        masked = (masked + dataset.valid).tocsr()
+    users = dataset.eval_users(split)
+    rng = np.random.default_rng(seed)
+    all_ranks, all_pair_users = [], []
+    for start in range(0, len(users), block_size):
+        block = users[start:start + block_size]
+        scores = score_fn(torch.as_tensor(block, device=device)).float()
+        if scores.shape != (len(block), dataset.n_items):
+            raise ConfigError(f"score function returned shape {tuple(scores.shape)}, expected "
+                              f"({len(block)}, {dataset.n_items})")
+        scores = torch.nan_to_num(scores, nan=-torch.inf)
+        mrows, mcols = _rows_of(masked, block)
+        scores[torch.as_tensor(mrows, device=device), torch.as_tensor(mcols, device=device)] = -torch.inf
+        hrows, hitems = _rows_of(held, block)
+        rows_t = torch.as_tensor(hrows, device=device)
+        items_t = torch.as_tensor(hitems.astype(np.int64), device=device)
+        if protocol == "full":
+            ranks = _ranks_full(scores, rows_t, items_t)
+        else:
+            excluded = (masked + held).tocsr()
+            negatives = torch.as_tensor(sample_negatives(excluded, block, n_negatives, rng),
+                                        device=device)
+            ranks = _ranks_sampled(scores, rows_t, items_t, negatives)
+        all_ranks.append(ranks.cpu().numpy())
+        all_pair_users.append(hrows + start)
+    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, dtype=np.int64)
+    pair_users = np.concatenate(all_pair_users) if all_pair_users else np.zeros(0, dtype=np.int64)
+    per_user = metrics_from_ranks(ranks, pair_users, len(users), ks, rule)
+    metrics = {name: float(values.mean()) if len(values) else float("nan")
+               for name, values in per_user.items()}
+    return EvalResult(split=split, protocol=protocol, rule=rule, ks=ks, metrics=metrics,
+                      users=users, per_user=per_user, ranks=ranks, pair_users=pair_users)

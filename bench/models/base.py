@@ -1,0 +1,168 @@
+"""The model interface: an encoder makes per-behavior representations, a decoder scores them.
+
+A registered model is an encoder + a decoder + default hyper-parameters (see bench.models.registry).
+The trainer and the evaluator only ever call ``Model.loss`` and ``Model.scorer``.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from bench.data.dataset import MultiBehaviorDataset
+from bench.params import Param
+
+
+@dataclass
+class Pairs:
+    """Aligned (user, positive item, negative item) training triples of one behavior."""
+
+    users: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+@dataclass
+class Batch:
+    """One optimizer step's samples: ``pairs[k]`` for behavior index k (absent or empty when a
+    behavior has none in this batch); ``users`` are the batch's user ids; ``extra`` carries
+    model-specific samples produced by a model's own sampler."""
+
+    users: torch.Tensor
+    pairs: dict[int, Pairs]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BehaviorReps:
+    """Per-behavior user and item tables: ``users[k]`` is [n_users, d], ``items[k]`` [n_items, d].
+    Single-behavior encoders repeat their one table for every behavior. ``extra`` holds anything
+    else an encoder exposes (layer outputs, a merged table, ...)."""
+
+    users: list[torch.Tensor]
+    items: list[torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, k: int) -> torch.Tensor:
+        """Users then items of behavior k as one (U+I) x d table."""
+        return torch.cat([self.users[k], self.items[k]], dim=0)
+
+
+class Component(nn.Module):
+    """Shared by encoders and decoders: declared parameters and access to the dataset."""
+
+    params: ClassVar[Sequence[Param]] = ()
+
+    def __init__(self, dataset: MultiBehaviorDataset, cfg: dict[str, Any], device: torch.device,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.device = device
+        self.n_users = dataset.n_users
+        self.n_items = dataset.n_items
+        self.n_behaviors = dataset.n_behaviors
+        self.target = dataset.n_behaviors - 1
+
+    def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms this component adds for one batch (none by default)."""
+        return {}
+
+
+class Encoder(Component):
+    """Maps the dataset's behavior graphs to per-behavior representations."""
+
+    def forward(self) -> BehaviorReps:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Decoder(Component):
+    """Turns per-behavior representations into per-behavior scores and losses."""
+
+    def __init__(self, dataset: MultiBehaviorDataset, cfg: dict[str, Any], device: torch.device,
+                 generator: torch.Generator, encoder: Encoder) -> None:
+        super().__init__(dataset, cfg, device, generator)
+
+    def score(self, reps: BehaviorReps, users: torch.Tensor) -> torch.Tensor:
+        """Target-behavior scores of ``users`` against every item: [len(users), n_items]."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+class Model(nn.Module):
+    """An encoder and a decoder trained together."""
+
+    def __init__(self, name: str, encoder: Encoder, decoder: Decoder, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.name = name
+        self.encoder = encoder
+        self.decoder = decoder
+        self.cfg = cfg
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss of one batch and its named parts (one encoder pass shared by all tasks)."""
+        reps = self.encoder()
+        parts = {**self.encoder.losses(reps, batch), **self.decoder.losses(reps, batch)}
+        total = sum(parts.values()) if parts else torch.zeros((), device=self.encoder.device)
+        return total, parts
+
+    @torch.no_grad()
+    def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A full-ranking score function; the representations are computed once."""
+        was_training = self.training
+        self.eval()
+        reps = self.encoder()
+        self.train(was_training)
+
+        def score(users: torch.Tensor) -> torch.Tensor:
+            return self.decoder.score(reps, users)
+        return score
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        return buffer.getvalue()
+
+    def load_bytes(self, data: bytes) -> None:
+        self.load_state_dict(torch.load(io.BytesIO(data), map_location=self.encoder.device,
+                                        weights_only=True))
+
+
+# ---- helpers shared by many models --------------------------------------------------------------
+def xavier_table(rows: int, cols: int, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> nn.Parameter:
+    """A Xavier-uniform [rows, cols] parameter (the TF family's initializer)."""
+    limit = (6.0 / (rows + cols)) ** 0.5
+    data = (torch.rand(rows, cols, generator=generator) * 2 - 1) * limit
+    return nn.Parameter(data.to(device))
+
+
+def normal_table(rows: int, cols: int, std: float, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> nn.Parameter:
+    return nn.Parameter((torch.randn(rows, cols, generator=generator) * std).to(device))
+
+
+def bpr_softplus(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """TF-family BPR: mean softplus(-(pos - neg)); zero for an empty batch (TF gives NaN)."""
+    if pos.numel() == 0:
+        return pos.sum()
+    return nn.functional.softplus(neg - pos).mean()
+
+
+def tf_l2(tensors: Sequence[torch.Tensor], weight: float) -> torch.Tensor:
+    """TF-family L2: weight * sum of squared Frobenius norms of the whole tensors."""
+    return weight * sum((t * t).sum() for t in tensors)
+
+
+def rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` along dim 0 with a deterministic backward on CPU (advanced indexing's
+    backward accumulates in a thread-dependent order; index_select's does not)."""
+    return table.index_select(0, index)
