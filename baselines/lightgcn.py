@@ -6,8 +6,7 @@ import torch
 from bench.data.graphs import propagate, torch_graph
 from bench.models.base import BehaviorReps, Encoder, normal_table
 from bench.models.registry import register_encoder, register_model
-from bench.params import Param
-from baselines.mf_bpr import DIM
+from bench.params import DIM, Param
 
 GRAPHS = ("target", "union")
 

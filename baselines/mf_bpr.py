@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from bench.models.base import BehaviorReps, Encoder, xavier_table
 from bench.models.registry import register_encoder, register_model
-from bench.params import Param
-
-DIM = Param("dim", 64, "embedding size d", int, low=1)
+from bench.params import DIM
 
 
 @register_encoder("embedding")

@@ -139,3 +139,9 @@ def parse_assignments(items: Sequence[str], specs: Mapping[str, Param]) -> dict[
                               f"{', '.join(sorted(specs))}")
         out[key] = specs[key].parse(text.strip())
     return out
+
+
+# Parameters shared by many components: declared once so that encoder and decoder agree.
+DIM = Param("dim", 64, "embedding size d", int, low=1)
+TF_REG = Param("reg", 1e-2, "TF-family L2 weight on the full regularized tables, every step",
+               float, low=0.0)

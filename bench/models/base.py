@@ -110,7 +110,10 @@ class Model(nn.Module):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss of one batch and its named parts (one encoder pass shared by all tasks)."""
         reps = self.encoder()
-        parts = {**self.encoder.losses(reps, batch), **self.decoder.losses(reps, batch)}
+        parts = dict(self.encoder.losses(reps, batch))
+        for key, value in self.decoder.losses(reps, batch).items():
+            # the same name from both halves (e.g. each half's own L2) adds up
+            parts[key] = parts[key] + value if key in parts else value
         total = sum(parts.values()) if parts else torch.zeros((), device=self.encoder.device)
         return total, parts
 
