@@ -121,28 +121,41 @@ def metrics_from_ranks(ranks: np.ndarray, pair_users: np.ndarray, n_users: int,
     return out
 
 
+def _masked_for(dataset: MultiBehaviorDataset, split: str) -> sp.csr_matrix:
+    masked = dataset.train[dataset.target]
+    if split == "test" and dataset.valid is not None:
+        masked = (masked + dataset.valid).tocsr()
+    return masked
+
+
 @torch.no_grad()
-def evaluate(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = "test",
-             ks: Sequence[int] = (10,), rule: str = "default", protocol: str = "full",
-             block_size: int = 2048, device: torch.device | str = "cpu",
-             n_negatives: int = 99, seed: int = 0) -> EvalResult:
-    """Rank every evaluated user's held-out items; ``score_fn(users)`` returns target scores
-    [len(users), n_items]. Candidates exclude the training target items, and also the validation
-    items when the test split is evaluated (they are known interactions then)."""
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
-    if rule not in RULES:
-        raise ConfigError(f"unknown metric rule '{rule}'; choose one of {RULES}")
+def evaluate_all(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = "test",
+                 ks: Sequence[int] = (10,), protocols: Sequence[str] = ("full",),
+                 rules: Sequence[str] = RULES, block_size: int = 2048,
+                 device: torch.device | str = "cpu", n_negatives: int = 99,
+                 seed: int = 0) -> dict[str, EvalResult]:
+    """Every (protocol, rule) result from one scoring pass, keyed ``protocol/rule``.
+
+    ``score_fn(users)`` returns target scores [len(users), n_items]. Candidates exclude the
+    training target items, and also the validation items when the test split is evaluated (they
+    are known interactions then). The sampled protocol ranks each held-out item against
+    ``n_negatives`` items drawn (seeded) outside the user's training target and held-out items."""
+    for protocol in protocols:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
+    for rule in rules:
+        if rule not in RULES:
+            raise ConfigError(f"unknown metric rule '{rule}'; choose one of {RULES}")
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
         raise ConfigError(f"cutoffs K must be positive integers, got {ks}")
     held = dataset.split(split)
-    masked = dataset.train[dataset.target]
-    if split == "test" and dataset.valid is not None:
-        masked = (masked + dataset.valid).tocsr()
+    masked = _masked_for(dataset, split)
+    excluded = (masked + held).tocsr() if "sampled" in protocols else None
     users = dataset.eval_users(split)
     rng = np.random.default_rng(seed)
-    all_ranks, all_pair_users = [], []
+    ranks: dict[str, list[np.ndarray]] = {p: [] for p in protocols}
+    pair_users = []
     for start in range(0, len(users), block_size):
         block = users[start:start + block_size]
         scores = score_fn(torch.as_tensor(block, device=device)).float()
@@ -155,19 +168,34 @@ def evaluate(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = "tes
         hrows, hitems = _rows_of(held, block)
         rows_t = torch.as_tensor(hrows, device=device)
         items_t = torch.as_tensor(hitems.astype(np.int64), device=device)
-        if protocol == "full":
-            ranks = _ranks_full(scores, rows_t, items_t)
-        else:
-            excluded = (masked + held).tocsr()
-            negatives = torch.as_tensor(sample_negatives(excluded, block, n_negatives, rng),
-                                        device=device)
-            ranks = _ranks_sampled(scores, rows_t, items_t, negatives)
-        all_ranks.append(ranks.cpu().numpy())
-        all_pair_users.append(hrows + start)
-    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, dtype=np.int64)
-    pair_users = np.concatenate(all_pair_users) if all_pair_users else np.zeros(0, dtype=np.int64)
-    per_user = metrics_from_ranks(ranks, pair_users, len(users), ks, rule)
-    metrics = {name: float(values.mean()) if len(values) else float("nan")
-               for name, values in per_user.items()}
-    return EvalResult(split=split, protocol=protocol, rule=rule, ks=ks, metrics=metrics,
-                      users=users, per_user=per_user, ranks=ranks, pair_users=pair_users)
+        for protocol in protocols:
+            if protocol == "full":
+                block_ranks = _ranks_full(scores, rows_t, items_t)
+            else:
+                negatives = torch.as_tensor(sample_negatives(excluded, block, n_negatives, rng),
+                                            device=device)
+                block_ranks = _ranks_sampled(scores, rows_t, items_t, negatives)
+            ranks[protocol].append(block_ranks.cpu().numpy())
+        pair_users.append(hrows + start)
+    pairs = np.concatenate(pair_users) if pair_users else np.zeros(0, dtype=np.int64)
+    out = {}
+    for protocol in protocols:
+        r = np.concatenate(ranks[protocol]) if ranks[protocol] else np.zeros(0, dtype=np.int64)
+        for rule in rules:
+            per_user = metrics_from_ranks(r, pairs, len(users), ks, rule)
+            metrics = {name: float(values.mean()) if len(values) else float("nan")
+                       for name, values in per_user.items()}
+            out[f"{protocol}/{rule}"] = EvalResult(split=split, protocol=protocol, rule=rule,
+                                                   ks=ks, metrics=metrics, users=users,
+                                                   per_user=per_user, ranks=r, pair_users=pairs)
+    return out
+
+
+def evaluate(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = "test",
+             ks: Sequence[int] = (10,), rule: str = "default", protocol: str = "full",
+             block_size: int = 2048, device: torch.device | str = "cpu",
+             n_negatives: int = 99, seed: int = 0) -> EvalResult:
+    """One protocol under one rule (see ``evaluate_all``)."""
+    results = evaluate_all(score_fn, dataset, split, ks, (protocol,), (rule,), block_size, device,
+                           n_negatives, seed)
+    return results[f"{protocol}/{rule}"]

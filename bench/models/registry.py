@@ -108,6 +108,7 @@ def load_builtin() -> None:
 
 def load_plugin(path_or_module: str) -> None:
     """Import a user's file or module whose models register themselves."""
+    load_builtin()      # a plugin may build on the built-in encoders and decoders
     path = Path(path_or_module)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():

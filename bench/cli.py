@@ -1,0 +1,92 @@
+"""Command line: ``python -m bench run|list|data|report``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bench.errors import BenchError, ConfigError
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="train and evaluate models on datasets; store one record per trial")
+    p.add_argument("--models", type=_csv, required=True, help="comma-separated model names "
+                   "(see `bench list models`); 'encoder+decoder' composes")
+    p.add_argument("--datasets", type=_csv, default=["demo"],
+                   help="comma-separated dataset names, or 'all' (those whose files are present)")
+    p.add_argument("--seeds", type=int, default=5, help="runs per model and dataset (default 5)")
+    p.add_argument("--base-seed", type=int, default=2025, help="seed all per-run seeds derive from")
+    p.add_argument("--protocol", choices=("paper", "honest"), default="paper",
+                   help="paper: best-on-test over the reference schedule and last epoch; "
+                        "honest: validation holdout, early stopping, test once")
+    p.add_argument("--epochs", type=int, help="override every model's number of epochs")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyper-parameter (repeatable); see `bench list params MODEL`")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--data-dir", help="dataset folder (default: $BENCH_DATA, else the user cache)")
+    p.add_argument("--plugin", action="append", default=[],
+                   help="a .py file or module whose models register themselves (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list the trials; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_list_parser(sub) -> None:
+    p = sub.add_parser("list", help="list registered models, parameters, datasets, components")
+    p.add_argument("what", choices=("models", "params", "datasets", "encoders", "decoders",
+                                    "samplers"))
+    p.add_argument("model", nargs="?", help="the model, for `list params`")
+    p.add_argument("--plugin", action="append", default=[])
+    p.add_argument("--data-dir")
+
+
+def _add_report_parser(sub) -> None:
+    p = sub.add_parser("report", help="tables from stored records")
+    p.add_argument("name", choices=("summary",), help="summary: mean/std over runs per model")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--datasets", type=_csv)
+    p.add_argument("--models", type=_csv)
+    p.add_argument("--protocol", choices=("paper", "honest"))
+    p.add_argument("--format", choices=("md", "csv", "latex", "plain"), default="md")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="mbbench: multi-behavior "
+                                     "recommendation benchmark (COPF and baselines)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    _add_list_parser(sub)
+    _add_report_parser(sub)
+    from bench.data.cli import add_data_parser
+    add_data_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from bench.commands.run import command_run
+            return command_run(args)
+        if args.command == "list":
+            from bench.commands.listing import command_list
+            return command_list(args)
+        if args.command == "report":
+            from bench.commands.report import command_report
+            return command_report(args)
+        if args.command == "data":
+            return args.handler(args)
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are stored; rerun the same command to resume "
+              "(stored trials are skipped)", file=sys.stderr)
+        return 130
+    raise ConfigError(f"unknown command {args.command}")  # pragma: no cover

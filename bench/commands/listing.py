@@ -1,0 +1,57 @@
+"""``bench list``: registered models, their parameters, datasets, encoders, decoders, samplers."""
+from __future__ import annotations
+
+import argparse
+
+from tabulate import tabulate
+
+from bench.errors import ConfigError
+from bench.models.registry import DECODERS, ENCODERS, MODELS, get_model, load_builtin, load_plugin
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def command_list(args: argparse.Namespace) -> int:
+    load_builtin()
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    if args.what == "models":
+        rows = [(name, spec.encoder, spec.decoder, spec.description)
+                for name, spec in sorted(MODELS.items())]
+        print(tabulate(rows, headers=["model", "encoder", "decoder", "description"]))
+    elif args.what == "params":
+        if not args.model:
+            raise ConfigError("`bench list params` needs a model name, e.g. `bench list params copf`")
+        spec = get_model(args.model)
+        specs = spec.param_specs()
+        rows = []
+        for name, p in sorted(specs.items()):
+            default = spec.defaults.get(name, p.default)
+            per_dataset = {d: o[name] for d, o in spec.dataset_defaults.items() if name in o}
+            note = " (inferred)" if name in spec.inferred else ""
+            extra = "; ".join(f"{d}: {v}" for d, v in per_dataset.items())
+            rows.append((name, f"{default}{note}", p.kind.__name__, p.describe_range(), extra, p.help))
+        print(f"{spec.name}: {spec.description}")
+        print(tabulate(rows, headers=["parameter", "default", "type", "allowed", "per dataset",
+                                      "meaning"]))
+    elif args.what == "datasets":
+        from bench.data.catalog import CATALOG as DATASETS, missing_files
+        rows = []
+        for name, ds in DATASETS.items():
+            missing = missing_files(name, args.data_dir)
+            ok, why = not missing, f"missing: {', '.join(m.name for m in missing)}"
+            rows.append((name, " -> ".join(ds.behaviors), "present" if ok else why))
+        print(tabulate(rows, headers=["dataset", "behaviors (upstream -> target)", "files"]))
+    elif args.what == "encoders":
+        print(tabulate([(n, _first_line(c.__doc__)) for n, c in sorted(ENCODERS.items())],
+                       headers=["encoder", "description"]))
+    elif args.what == "decoders":
+        print(tabulate([(n, _first_line(c.__doc__)) for n, c in sorted(DECODERS.items())],
+                       headers=["decoder", "description"]))
+    else:
+        from bench.train.samplers import SAMPLERS
+        print(tabulate([(n, _first_line(f.__doc__)) for n, f in sorted(SAMPLERS.items())],
+                       headers=["sampler", "description"]))
+    return 0

@@ -1,0 +1,98 @@
+"""``bench run``: plan trials, skip the stored ones, run the rest, print a summary."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tabulate import tabulate
+from tqdm import tqdm
+
+from bench.errors import BenchError, ConfigError
+from bench.models.registry import get_model, load_builtin, load_plugin
+from bench.params import parse_assignments
+from bench.records import find_record
+from bench.runner import failure_message, plan_trials, resolve_device, run_trial, summarize
+
+
+def load_datasets(names: list[str], data_dir: str | None):
+    """Datasets by name; 'all' means every catalogued dataset whose files are present."""
+    from bench.data.catalog import CATALOG as DATASETS, load_dataset, missing_files
+    if names == ["all"]:
+        chosen = []
+        for name in DATASETS:
+            missing = missing_files(name, data_dir)
+            ok, why = not missing, f"{len(missing)} file(s) missing"
+            if ok:
+                chosen.append(name)
+            else:
+                print(f"skipping dataset {name}: {why}", file=sys.stderr)
+        names = chosen
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise ConfigError(f"unknown dataset(s) {unknown}; valid datasets: {', '.join(DATASETS)}, all")
+    return [load_dataset(name, data_dir) for name in names]
+
+
+def parse_overrides(args: argparse.Namespace) -> dict:
+    specs = {}
+    for name in args.models:
+        specs.update(get_model(name).param_specs())
+    overrides = parse_assignments(args.assignments, specs)
+    if args.epochs is not None:
+        if args.epochs < 0:
+            raise ConfigError(f"--epochs must be 0 or more, got {args.epochs}")
+        overrides["epochs"] = args.epochs
+    return overrides
+
+
+def command_run(args: argparse.Namespace) -> int:
+    load_builtin()
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    for name in args.models:
+        get_model(name)        # unknown names fail before any data is loaded
+    overrides = parse_overrides(args)
+    device = resolve_device(args.device)
+    datasets = load_datasets(args.datasets, args.data_dir)
+    plan = plan_trials(args.models, datasets, args.seeds, args.protocol, args.base_seed,
+                       overrides, args.results_dir)
+    print(f"{len(plan.trials)} trial(s) to run, {len(plan.stored)} already stored "
+          f"in {args.results_dir}/")
+    if args.dry_run:
+        for trial in plan.stored:
+            print(f"  stored  {trial.label}")
+        for trial in plan.trials:
+            print(f"  to run  {trial.label}")
+        return 0
+    by_name = {d.name: d for d in datasets}
+    failures = []
+    bar = tqdm(plan.trials, desc="trials", unit="trial", disable=args.no_progress or not plan.trials)
+    for trial in bar:
+        bar.set_postfix_str(f"{trial.model}/{trial.dataset}/run {trial.run}")
+        epochs = tqdm(total=trial.config["params"]["epochs"], desc=f"  {trial.model}", unit="ep",
+                      leave=False, disable=args.no_progress)
+
+        def on_epoch(point, epochs=epochs):
+            epochs.update(1)
+            shown = {"loss": f"{point['loss']:.4g}"}
+            for split in ("test", "valid"):
+                if split in point:
+                    shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
+            epochs.set_postfix(shown)
+        try:
+            run_trial(trial, by_name[trial.dataset], device, args.results_dir, on_epoch)
+        except BenchError as err:
+            failures.append(failure_message(trial, err))
+            tqdm.write(f"FAILED {failures[-1]}", file=sys.stderr)
+        finally:
+            epochs.close()
+    records = [r for t in plan.trials + plan.stored
+               if (r := find_record(args.results_dir, t.config)) is not None]
+    rows = summarize(records)
+    if rows:
+        print(tabulate(rows, headers="keys", floatfmt=".4f"))
+    for message in failures:
+        print(f"failed: {message}", file=sys.stderr)
+    return 1 if failures else 0

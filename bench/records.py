@@ -1,0 +1,156 @@
+"""Result records: one JSON file per finished trial, written atomically, never rewritten.
+
+A record carries the full configuration and its hash (the run id), the metrics of every reported
+selection under every protocol and rule, learning curves, timings, memory, the device, library
+versions, the git commit and the command line. Per-user values sit beside it, gzip-compressed CSV.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+RECORD_FORMAT = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """The run id: a hash of everything that determines the trial's numbers."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flush to disk, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)      # mkstemp makes 0600; records are shared and committed
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def record_path(results_dir: Path, config: dict[str, Any], run_id: str) -> Path:
+    return Path(results_dir) / config["dataset"] / config["model"] / f"{run_id}.json"
+
+
+def per_user_path(path: Path) -> Path:
+    return path.with_name(path.name.replace(".json", ".users.csv.gz"))
+
+
+def per_user_csv(per_user: dict[str, dict[str, Any]]) -> bytes:
+    """Columns: selection/protocol/rule/metric; rows: evaluated users (ids in the first column)."""
+    columns, users = {}, None
+    for key, entry in per_user.items():
+        users = entry["users"] if users is None else users
+        for metric, values in entry["values"].items():
+            columns[f"{key}/{metric}"] = values
+    text = io.StringIO()
+    text.write(",".join(["user", *columns]) + "\n")
+    if users is not None:
+        table = np.column_stack([users] + [np.round(v, 6) for v in columns.values()])
+        for row in table:
+            text.write(str(int(row[0])) + "," + ",".join(f"{x:.6g}" for x in row[1:]) + "\n")
+    return gzip.compress(text.getvalue().encode(), mtime=0)
+
+
+def read_per_user(path: Path) -> dict[str, np.ndarray]:
+    """Per-user values of a record as columns (``user`` plus one per selection/metric)."""
+    with gzip.open(per_user_path(Path(path)), "rt") as handle:
+        header = handle.readline().strip().split(",")
+        data = np.loadtxt(handle, delimiter=",", ndmin=2)
+    return {name: data[:, i] for i, name in enumerate(header)}
+
+
+def write_record(results_dir: Path, record: dict[str, Any],
+                 per_user: dict[str, dict[str, Any]] | None = None) -> Path:
+    path = record_path(results_dir, record["config"], record["run_id"])
+    if per_user:
+        atomic_write_bytes(per_user_path(path), per_user_csv(per_user))
+    atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+                       .encode())
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A record, or None when the file is truncated, corrupted or not a record."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return None
+    if record.get("run_id") != config_hash(record.get("config", {})):
+        return None
+    return record
+
+
+def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    root = Path(results_dir)
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("*/*/*.json")):
+        record = read_record(path)
+        if record is not None:
+            yield path, record
+
+
+def find_record(results_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    run_id = config_hash(config)
+    path = record_path(results_dir, config, run_id)
+    return read_record(path) if path.exists() else None
+
+
+# ---- provenance -----------------------------------------------------------------------------------
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
+def environment(device: str) -> dict[str, Any]:
+    import scipy
+    import torch
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+           "cpu_threads": torch.get_num_threads(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+    return env
+
+
+def command_line() -> str:
+    program = Path(sys.argv[0]).name
+    if program == "__main__.py":
+        program = "python -m bench"
+    return " ".join([program, *sys.argv[1:]])

@@ -1,0 +1,194 @@
+"""Trials: plan them, skip those already stored, run the rest, write one record each, summarize.
+
+The runner knows nothing model-specific: it resolves a model's configuration through the registry,
+trains it with the trainer and evaluates it with the evaluator.
+"""
+from __future__ import annotations
+
+import hashlib
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from bench.data.dataset import MultiBehaviorDataset
+from bench.errors import BenchError, ConfigError
+from bench.models.registry import ModelSpec, build_model, get_model
+from bench.records import (RECORD_FORMAT, command_line, config_hash, environment, find_record,
+                           git_commit, write_record)
+from bench.train.seeds import derive_seed, generator
+from bench.train.trainer import PROTOCOLS, train
+
+DEFAULT_EVAL = {"ks": [10, 20], "protocols": ["full", "sampled"], "rules": ["default", "paper"],
+                "n_negatives": 99}
+MAIN_SELECTION = {"paper": "best_test", "honest": "valid_selected"}
+
+
+@dataclass
+class Trial:
+    """One (model, dataset, protocol, run) with its resolved configuration."""
+
+    model: str
+    dataset: str
+    protocol: str
+    run: int
+    config: dict[str, Any]
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} on {self.dataset} ({self.protocol}, run {self.run}) [{self.run_id}]"
+
+
+@dataclass
+class RunPlan:
+    trials: list[Trial] = field(default_factory=list)
+    stored: list[Trial] = field(default_factory=list)
+
+
+def dataset_fingerprint(dataset: MultiBehaviorDataset) -> str:
+    """A hash of the interaction data itself, so records from other data never match."""
+    def build():
+        digest = hashlib.sha256(",".join(dataset.behaviors).encode())
+        for matrix in [*dataset.matrices(), dataset.test] + ([dataset.valid] if dataset.valid is not None else []):
+            digest.update(np.asarray(matrix.shape, dtype=np.int64).tobytes())
+            digest.update(matrix.indptr.astype(np.int64).tobytes())
+            digest.update(matrix.indices.astype(np.int64).tobytes())
+        return digest.hexdigest()[:16]
+    return dataset.cached(("fingerprint",), build)
+
+
+def trial_config(spec: ModelSpec, dataset: MultiBehaviorDataset, protocol: str, run: int,
+                 base_seed: int, overrides: dict[str, Any], evaluation: dict[str, Any]) -> dict:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
+    params = spec.resolve(dataset.name, dataset.n_behaviors, overrides)
+    return {"model": spec.name, "encoder": spec.encoder, "decoder": spec.decoder,
+            "model_version": spec.code_version(), "dataset": dataset.name,
+            "dataset_fingerprint": dataset_fingerprint(dataset), "protocol": protocol,
+            "run": run, "base_seed": base_seed, "params": params, "evaluation": evaluation,
+            "inferred_defaults": sorted(k for k in spec.inferred if k not in overrides)}
+
+
+def plan_trials(models: Sequence[str], datasets: Sequence[MultiBehaviorDataset], seeds: int,
+                protocol: str, base_seed: int, overrides: dict[str, Any], results_dir: Path,
+                evaluation: dict[str, Any] | None = None) -> RunPlan:
+    """Resolve every trial's configuration (all errors surface here, before any training) and
+    split them into those to run and those already stored."""
+    evaluation = dict(evaluation or DEFAULT_EVAL)
+    specs = [get_model(name) for name in models]
+    _check_overrides(specs, overrides)
+    plan = RunPlan()
+    for dataset in datasets:
+        for spec in specs:
+            own = {k: v for k, v in overrides.items() if k in spec.param_specs()}
+            for run in range(seeds):
+                config = trial_config(spec, dataset, protocol, run, base_seed, own, evaluation)
+                trial = Trial(spec.name, dataset.name, protocol, run, config, config_hash(config))
+                stored = find_record(results_dir, config)
+                (plan.stored if stored is not None else plan.trials).append(trial)
+    return plan
+
+
+def _check_overrides(specs: Sequence[ModelSpec], overrides: dict[str, Any]) -> None:
+    known = set().union(*(spec.param_specs() for spec in specs)) if specs else set()
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"--set {', '.join(unknown)}: no selected model has such a parameter; "
+                          f"valid parameters: {', '.join(sorted(known))}")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
+              results_dir: Path, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train and evaluate one trial, write its record atomically and return the record."""
+    from bench.data.holdout import with_validation_holdout
+
+    config = trial.config
+    seed = lambda purpose: derive_seed(config["base_seed"], trial.dataset, trial.run, purpose)
+    data = dataset
+    if trial.protocol == "honest":
+        data = with_validation_holdout(dataset, seed("holdout"))
+    spec = get_model(trial.model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    model = build_model(spec, data, config["params"], device, generator(seed("init")))
+    evaluation = dict(config["evaluation"])
+    evaluation["seed"] = seed("evaluation")
+    outcome = train(model, data, config["params"], trial.protocol,
+                    generator(seed("sampling"), device), device, describe=trial.label,
+                    eval_kwargs=evaluation, on_epoch=on_epoch)
+    wall = time.perf_counter() - started
+    metrics, per_user = {}, {}
+    for selection, results in outcome.reported.items():
+        metrics[selection] = {label: r.metrics for label, r in results.items()}
+        if selection == "valid":
+            continue
+        for label, r in results.items():
+            protocol, rule = label.split("/")
+            default = results.get(f"{protocol}/default")
+            same = default is not None and rule != "default" and all(
+                np.array_equal(v, default.per_user[m]) for m, v in r.per_user.items())
+            if not same:    # the paper rule differs only for users with several held-out items
+                per_user[f"{selection}/{label}"] = {"users": r.users, "values": r.per_user}
+    record = {
+        "format": RECORD_FORMAT, "run_id": trial.run_id, "status": "ok", "config": config,
+        "metrics": metrics, "selected_epoch": outcome.selected_epoch,
+        "main_selection": MAIN_SELECTION[trial.protocol],
+        "curves": outcome.curves, "epochs_run": outcome.epochs_run,
+        "timing": {"wall_seconds": round(wall, 3),
+                   "training_seconds": round(outcome.seconds_training, 3),
+                   "evaluation_seconds": round(outcome.seconds_evaluating, 3),
+                   "seconds_per_epoch": round(outcome.seconds_training / max(outcome.epochs_run, 1), 4)},
+        "memory": {"peak_rss_mb": round(_peak_rss_mb(), 1),
+                   "peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                   if device.type == "cuda" else None},
+        "environment": environment(str(device)), "git_commit": git_commit(),
+        "command": command_line(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_record(results_dir, record, per_user)
+    return record
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA device; "
+                          "use --device cpu or install a CUDA build of torch")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def summarize(records: Sequence[dict[str, Any]], metrics: Sequence[str] = ("HR@10", "NDCG@10"),
+              label: str = "full/default") -> list[dict[str, Any]]:
+    """Mean and std over runs per (dataset, model, protocol) of the main selection."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        c = record["config"]
+        groups.setdefault((c["dataset"], c["model"], c["protocol"]), []).append(record)
+    rows = []
+    for (dataset, model, protocol), group in sorted(groups.items()):
+        row: dict[str, Any] = {"dataset": dataset, "model": model, "protocol": protocol,
+                               "runs": len(group)}
+        for metric in metrics:
+            values = np.array([r["metrics"][r["main_selection"]][label][metric] for r in group])
+            row[metric] = float(values.mean())
+            row[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        row["s/epoch"] = float(np.mean([r["timing"]["seconds_per_epoch"] for r in group]))
+        rows.append(row)
+    return rows
+
+
+def failure_message(trial: Trial, err: BaseException) -> str:
+    kind = "error" if isinstance(err, BenchError) else type(err).__name__
+    return f"{trial.label}: {kind}: {err}"
