@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|list|data|report``."""
+"""Command line: ``python -m bench run|list|data|report|perf``."""
 from __future__ import annotations
 
 import argparse
@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_list_parser(sub)
     _add_report_parser(sub)
+    from bench.commands.perf import add_perf_parser
     from bench.data.cli import add_data_parser
     add_data_parser(sub)
+    add_perf_parser(sub)
     return parser
 
 
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from bench.commands.report import command_report
             return command_report(args)
+        if args.command == "perf":
+            from bench.commands.perf import command_perf
+            return command_perf(args)
         if args.command == "data":
             return args.handler(args)
     except BenchError as err:

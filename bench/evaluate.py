@@ -48,18 +48,32 @@ def _rows_of(matrix: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _ranks_full(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each (row, item): items scored higher, plus equal ones with a smaller id."""
+    if scores.device.type == "cpu":
+        return torch.from_numpy(_ranks_full_numpy(scores.numpy(), rows.numpy(), items.numpy()))
     target = scores[rows, items].unsqueeze(1)
-    candidates = scores[rows] if len(rows) != scores.shape[0] or not _is_identity(rows) else scores
+    candidates = scores if _is_identity(rows) else scores[rows]
     higher = (candidates > target).sum(dim=1)
-    equal = candidates == target
-    tied = equal.sum(dim=1) > 1   # the item itself always counts once
-    if bool(tied.any()):
-        idx = torch.nonzero(tied).squeeze(1)
+    at_least = (candidates >= target).sum(dim=1)
+    tied = torch.nonzero(at_least - higher > 1).squeeze(1)   # the item itself always counts once
+    if len(tied):
         ids = torch.arange(scores.shape[1], device=scores.device)
-        before = (equal[idx] & (ids.unsqueeze(0) < items[idx].unsqueeze(1))).sum(dim=1)
-        higher = higher.clone()
-        higher[idx] += before
+        equal = candidates[tied] == target[tied]
+        higher[tied] += (equal & (ids.unsqueeze(0) < items[tied].unsqueeze(1))).sum(dim=1)
     return higher
+
+
+def _ranks_full_numpy(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    # numpy's comparisons and boolean row counts are several times faster than torch's on CPU
+    target = scores[rows, items][:, None]
+    candidates = scores if np.array_equal(rows, np.arange(len(scores))) else scores[rows]
+    higher = np.count_nonzero(candidates > target, axis=1)
+    at_least = np.count_nonzero(candidates >= target, axis=1)
+    tied = np.flatnonzero(at_least - higher > 1)
+    if len(tied):
+        before = np.arange(scores.shape[1])[None, :] < items[tied][:, None]
+        higher[tied] += np.count_nonzero((candidates[tied] == target[tied]) & before, axis=1)
+    return higher.astype(np.int64)
 
 
 def _is_identity(rows: torch.Tensor) -> bool:

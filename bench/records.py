@@ -110,6 +110,8 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     if not root.is_dir():
         return
     for path in sorted(root.glob("*/*/*.json")):
+        if path.parts[-3] == "perf":      # speed records live beside the trial records
+            continue
         record = read_record(path)
         if record is not None:
             yield path, record

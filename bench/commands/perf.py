@@ -1,0 +1,58 @@
+"""``bench perf``: time training steps and full-ranking evaluation; write perf records."""
+from __future__ import annotations
+
+import argparse
+
+from tabulate import tabulate
+
+from bench.commands.run import load_datasets, parse_overrides
+from bench.errors import ConfigError
+from bench.models.registry import get_model, load_builtin, load_plugin
+from bench.perf import perf_model, perf_random_scorer, write_perf_record
+from bench.runner import resolve_device
+
+
+def add_perf_parser(sub) -> None:
+    p = sub.add_parser("perf", help="seconds per training step/epoch, evaluation time, peak memory")
+    p.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], default=[])
+    p.add_argument("--datasets", type=lambda s: [x for x in s.split(",") if x], default=["demo"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps (after 3 warm-up)")
+    p.add_argument("--repeats", type=int, default=3, help="timed full evaluations")
+    p.add_argument("--random-scorer", type=int, metavar="DIM",
+                   help="also time the evaluator alone with a random DIM-d dot-product scorer")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--data-dir")
+    p.add_argument("--plugin", action="append", default=[])
+
+
+def command_perf(args: argparse.Namespace) -> int:
+    load_builtin()
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    if not args.models and args.random_scorer is None:
+        raise ConfigError("give --models and/or --random-scorer DIM")
+    if args.steps < 1 or args.repeats < 1:
+        raise ConfigError("--steps and --repeats must be at least 1")
+    for name in args.models:
+        get_model(name)
+    overrides = parse_overrides(args)
+    device = resolve_device(args.device)
+    rows = []
+    for dataset in load_datasets(args.datasets, args.data_dir):
+        measurements = []
+        if args.random_scorer is not None:
+            measurements.append(perf_random_scorer(dataset, device, args.random_scorer, args.repeats))
+        for name in args.models:
+            own = {k: v for k, v in overrides.items() if k in get_model(name).param_specs()}
+            measurements.append(perf_model(name, dataset, device, args.steps, own, args.repeats))
+        for m in measurements:
+            path = write_perf_record(args.results_dir, dataset, device, m)
+            rows.append((dataset.name, m["model"], m.get("seconds_per_step_median"),
+                         m.get("seconds_per_epoch_estimate"), m["evaluation_seconds_median"],
+                         str(path)))
+    print(tabulate(rows, headers=["dataset", "model", "s/step", "s/epoch (est.)", "eval s",
+                                  "record"], floatfmt=".4f"))
+    return 0

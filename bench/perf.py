@@ -1,0 +1,116 @@
+"""Speed benchmarks: seconds per training step and epoch, full-ranking evaluation time, peak memory.
+
+Each measurement is appended as a JSON record under ``<results-dir>/perf/<dataset>/`` with the device
+name, library versions, commit and command, so every timing quoted anywhere has a record behind it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bench.data.dataset import MultiBehaviorDataset
+from bench.evaluate import evaluate_all
+from bench.models.registry import build_model, get_model
+from bench.records import atomic_write_bytes, command_line, environment, git_commit
+from bench.runner import _peak_rss_mb
+from bench.train.samplers import make_sampler
+from bench.train.seeds import derive_seed, generator
+from bench.train.trainer import make_optimizer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_evaluation(score_fn, dataset: MultiBehaviorDataset, device: torch.device,
+                    repeats: int = 3) -> list[float]:
+    """Full-ranking HR/NDCG@10 of every test user (one warm-up, then ``repeats`` timings)."""
+    run = lambda: evaluate_all(score_fn, dataset, ks=(10,), protocols=("full",),
+                               rules=("default",), device=device)
+    run()
+    return _timed(run, device, repeats)
+
+
+def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, steps: int,
+               overrides: dict[str, Any] | None = None, repeats: int = 3) -> dict[str, Any]:
+    spec = get_model(name)
+    cfg = spec.resolve(dataset.name, dataset.n_behaviors, overrides or {})
+    seed = lambda purpose: derive_seed(0, dataset.name, 0, purpose)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model = build_model(spec, dataset, cfg, device, generator(seed("init")))
+    out: dict[str, Any] = {"model": name, "params": cfg, "model_version": spec.code_version()}
+    sampler = make_sampler(model, dataset, cfg, device)
+    if sampler is not None:
+        opt, schedule = make_optimizer(model, cfg, sampler.steps_per_epoch(), dataset.n_users)
+        gen = generator(seed("sampling"), device)
+        batches = sampler.epoch(gen)
+
+        def step():
+            nonlocal batches
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = sampler.epoch(gen)
+                batch = next(batches)
+            loss, _ = model.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+        _timed(step, device, 3)                       # warm-up
+        step_times = _timed(step, device, steps)
+        per_step = statistics.median(step_times)
+        out.update({"steps_timed": steps, "seconds_per_step_median": per_step,
+                    "seconds_per_step_mean": statistics.fmean(step_times),
+                    "steps_per_epoch": sampler.steps_per_epoch(),
+                    "seconds_per_epoch_estimate": per_step * sampler.steps_per_epoch()})
+    eval_times = time_evaluation(model.scorer(), dataset, device, repeats)
+    out.update({"evaluation_seconds_median": statistics.median(eval_times),
+                "evaluation_seconds": eval_times, "evaluated_users": len(dataset.eval_users())})
+    return out
+
+
+def perf_random_scorer(dataset: MultiBehaviorDataset, device: torch.device, dim: int = 64,
+                       repeats: int = 3) -> dict[str, Any]:
+    """The evaluator alone: a random ``dim``-d dot-product scorer over every test user."""
+    g = torch.Generator().manual_seed(0)
+    users = torch.randn(dataset.n_users, dim, generator=g).to(device)
+    items = torch.randn(dataset.n_items, dim, generator=g).to(device)
+    times = time_evaluation(lambda u: users[u] @ items.T, dataset, device, repeats)
+    return {"model": f"random-dot-{dim}", "evaluation_seconds_median": statistics.median(times),
+            "evaluation_seconds": times, "evaluated_users": len(dataset.eval_users())}
+
+
+def write_perf_record(results_dir: Path, dataset: MultiBehaviorDataset, device: torch.device,
+                      measurement: dict[str, Any]) -> Path:
+    import json
+    measurement = dict(measurement)
+    measurement["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    if device.type == "cuda":
+        measurement["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    record = {"kind": "perf", "dataset": dataset.name, "measurement": measurement,
+              "environment": environment(str(device)), "git_commit": git_commit(),
+              "command": command_line(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")
+    device_tag = record["environment"]["device"].replace(":", "")
+    path = Path(results_dir) / "perf" / dataset.name / f"{measurement['model']}-{device_tag}-{stamp}.json"
+    atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=True, default=str) + "\n").encode())
+    return path
