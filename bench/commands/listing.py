@@ -37,13 +37,8 @@ def command_list(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["parameter", "default", "type", "allowed", "per dataset",
                                       "meaning"]))
     elif args.what == "datasets":
-        from bench.data.catalog import CATALOG as DATASETS, missing_files
-        rows = []
-        for name, ds in DATASETS.items():
-            missing = missing_files(name, args.data_dir)
-            ok, why = not missing, f"missing: {', '.join(m.name for m in missing)}"
-            rows.append((name, " -> ".join(ds.behaviors), "present" if ok else why))
-        print(tabulate(rows, headers=["dataset", "behaviors (upstream -> target)", "files"]))
+        from bench.data.cli import run_data_command
+        return run_data_command(argparse.Namespace(data_command="list", data_dir=args.data_dir))
     elif args.what == "encoders":
         print(tabulate([(n, _first_line(c.__doc__)) for n, c in sorted(ENCODERS.items())],
                        headers=["encoder", "description"]))

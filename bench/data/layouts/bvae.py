@@ -12,9 +12,10 @@ Users/items = the largest id seen in any file, unless the catalog gives the size
 """
 from __future__ import annotations
 
-import re
+import io
+import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NoReturn, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,10 +25,6 @@ from bench.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 TARGET_PREFIX = "target"
-
-# The whole file in one C-level match: lines of two unsigned integers, or blank lines.
-_VALID_TEXT = re.compile(r"(?:[ \t]*\d+[ \t]+\d+[ \t]*\r?\n|[ \t]*\r?\n)*"
-                         r"(?:[ \t]*\d+[ \t]+\d+[ \t]*)?")
 
 
 def default_prefixes(behaviors: Sequence[str]) -> dict[str, str]:
@@ -46,15 +43,21 @@ def read_pairs(path: str | Path) -> np.ndarray:
                         f"{exc.start})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not _VALID_TEXT.fullmatch(text):
+    if not text.strip():
+        return np.zeros((0, 2), dtype=np.int64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pairs = np.loadtxt(io.StringIO(text), dtype=np.int64, comments=None, ndmin=2)
+    except (ValueError, OverflowError):
         _raise_bad_line(path, text)
-    pairs = np.array(text.split(), dtype=np.int64).reshape(-1, 2)
-    if len(pairs) and pairs.min() < 1:
+    if pairs.shape[1] != 2 or pairs.min() < 1:
         _raise_bad_line(path, text)
     return pairs - 1
 
 
-def _raise_bad_line(path: Path, text: str) -> None:
+def _raise_bad_line(path: Path, text: str) -> NoReturn:
+    """Rescan line by line (slow path, only on failure) to name the first bad line."""
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
