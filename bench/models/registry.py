@@ -66,9 +66,20 @@ class ModelSpec:
 def _register(table: dict, kind: str, name: str, obj) -> None:
     if name in table:
         raise ConfigError(f"{kind} name '{name}' is registered twice")
-    if "+" in name:
+    if "+" in name and kind != "model":
         raise ConfigError(f"{kind} name '{name}' may not contain '+' (it composes names)")
     table[name] = obj
+
+
+def _check_composed_name(name: str, encoder: str, decoder: str, decoder_alias: str | None) -> None:
+    """A registered 'a+b' must say what it is: ``a`` its encoder (or a model using that encoder),
+    ``b`` its decoder (or the alias the registration declares)."""
+    left, right = name.split("+", 1)
+    left_ok = left == encoder or (left in MODELS and MODELS[left].encoder == encoder)
+    right_ok = right in (decoder, decoder_alias)
+    if not (left_ok and right_ok):
+        raise ConfigError(f"model name '{name}' must read encoder+decoder; it is registered with "
+                          f"encoder '{encoder}' and decoder '{decoder}'")
 
 
 def register_encoder(name: str):
@@ -90,7 +101,12 @@ def register_decoder(name: str):
 def register_model(name: str, encoder: str, decoder: str, description: str,
                    defaults: Mapping[str, Any] | None = None,
                    dataset_defaults: Mapping[str, Mapping[str, Any]] | None = None,
-                   version: str = "1", inferred: tuple[str, ...] = ()) -> ModelSpec:
+                   version: str = "1", inferred: tuple[str, ...] = (),
+                   decoder_alias: str | None = None) -> ModelSpec:
+    """Register ``name`` = ``encoder`` + ``decoder`` with defaults. A name with '+' must read
+    encoder+decoder (``decoder_alias`` lets e.g. 'cogcn+sb' stand for decoder 'shared-bottom')."""
+    if "+" in name:
+        _check_composed_name(name, encoder, decoder, decoder_alias)
     for kind, table, key in (("encoder", ENCODERS, encoder), ("decoder", DECODERS, decoder)):
         if key not in table:
             raise ConfigError(f"model '{name}': unknown {kind} '{key}'")
