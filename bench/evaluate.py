@@ -135,6 +135,11 @@ def metrics_from_ranks(ranks: np.ndarray, pair_users: np.ndarray, n_users: int,
     return out
 
 
+def _release_cached_memory(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _masked_for(dataset: MultiBehaviorDataset, split: str) -> sp.csr_matrix:
     masked = dataset.train[dataset.target]
     if split == "test" and dataset.valid is not None:
@@ -170,9 +175,17 @@ def evaluate_all(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = 
     rng = np.random.default_rng(seed)
     ranks: dict[str, list[np.ndarray]] = {p: [] for p in protocols}
     pair_users = []
-    for start in range(0, len(users), block_size):
+    start = 0
+    while start < len(users):
         block = users[start:start + block_size]
-        scores = score_fn(torch.as_tensor(block, device=device)).float()
+        try:
+            scores = score_fn(torch.as_tensor(block, device=device)).float()
+        except torch.cuda.OutOfMemoryError:
+            if block_size == 1:
+                raise
+            block_size = max(block_size // 2, 1)     # retry the same users in smaller blocks
+            _release_cached_memory(device)
+            continue
         if scores.shape != (len(block), dataset.n_items):
             raise ConfigError(f"score function returned shape {tuple(scores.shape)}, expected "
                               f"({len(block)}, {dataset.n_items})")
@@ -191,6 +204,7 @@ def evaluate_all(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = 
                 block_ranks = _ranks_sampled(scores, rows_t, items_t, negatives)
             ranks[protocol].append(block_ranks.cpu().numpy())
         pair_users.append(hrows + start)
+        start += len(block)
     pairs = np.concatenate(pair_users) if pair_users else np.zeros(0, dtype=np.int64)
     out = {}
     for protocol in protocols:

@@ -19,7 +19,7 @@ from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import BenchError, ConfigError
 from bench.models.registry import ModelSpec, build_model, get_model
 from bench.records import (RECORD_FORMAT, command_line, config_hash, environment, find_record,
-                           git_commit, write_record)
+                           git_commit, record_path, write_record)
 from bench.train.seeds import derive_seed, generator
 from bench.train.trainer import PROTOCOLS, train
 
@@ -41,13 +41,15 @@ class Trial:
 
     @property
     def label(self) -> str:
-        return f"{self.model} on {self.dataset} ({self.protocol}, run {self.run}) [{self.run_id}]"
+        return (f"{self.model} on {self.dataset} ({self.protocol}, run {self.run}, base seed "
+                f"{self.config['base_seed']}) [{self.run_id}]")
 
 
 @dataclass
 class RunPlan:
     trials: list[Trial] = field(default_factory=list)
     stored: list[Trial] = field(default_factory=list)
+    corrupted: list[Path] = field(default_factory=list)   # unreadable records, to be rerun
 
 
 def dataset_fingerprint(dataset: MultiBehaviorDataset) -> str:
@@ -91,6 +93,9 @@ def plan_trials(models: Sequence[str], datasets: Sequence[MultiBehaviorDataset],
                 trial = Trial(spec.name, dataset.name, protocol, run, config, config_hash(config))
                 stored = find_record(results_dir, config)
                 (plan.stored if stored is not None else plan.trials).append(trial)
+                path = record_path(results_dir, config, trial.run_id)
+                if stored is None and path.exists():
+                    plan.corrupted.append(path)
     return plan
 
 
@@ -106,13 +111,45 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def scratch_dir(results_dir: Path, run_id: str) -> Path:
+    """Where a trial keeps its checkpoint while it runs (removed once its record is written)."""
+    return Path(results_dir) / "scratch" / run_id
+
+
+def failure_path(results_dir: Path, trial: Trial) -> Path:
+    return Path(results_dir) / trial.dataset / trial.model / f"{trial.run_id}.failed.json"
+
+
+def write_failure(results_dir: Path, trial: Trial, err: BaseException) -> Path:
+    """A failed trial leaves a note beside where its record would be; it is not a record, so a
+    rerun tries the trial again."""
+    import json
+    from bench.records import atomic_write_bytes
+    note = {"run_id": trial.run_id, "status": "failed", "config": trial.config,
+            "error": f"{type(err).__name__}: {err}", "git_commit": git_commit(),
+            "command": command_line(), "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = failure_path(results_dir, trial)
+    atomic_write_bytes(path, (json.dumps(note, indent=1, default=str) + "\n").encode())
+    return path
+
+
 def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
-              results_dir: Path, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Train and evaluate one trial, write its record atomically and return the record."""
+              results_dir: Path, on_epoch: Callable[[dict], None] | None = None,
+              checkpoint_every: int = 5) -> dict[str, Any]:
+    """Train and evaluate one trial, write its record atomically and return the record.
+    Training state is checkpointed every ``checkpoint_every`` epochs (0: never) and a trial
+    interrupted earlier resumes from its checkpoint."""
     from bench.data.holdout import with_validation_holdout
+    from bench.train.trainer import Checkpoint
 
     config = trial.config
     seed = lambda purpose: derive_seed(config["base_seed"], trial.dataset, trial.run, purpose)
+    # models that draw from torch's global generator (dropout) get a per-trial stream too
+    torch.manual_seed(seed("dropout"))
+    checkpoint = None
+    if checkpoint_every > 0:
+        checkpoint = Checkpoint(scratch_dir(results_dir, trial.run_id) / "checkpoint.pt",
+                                checkpoint_every)
     data = dataset
     if trial.protocol == "honest":
         data = with_validation_holdout(dataset, seed("holdout"))
@@ -125,7 +162,7 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
     evaluation["seed"] = seed("evaluation")
     outcome = train(model, data, config["params"], trial.protocol,
                     generator(seed("sampling"), device), device, describe=trial.label,
-                    eval_kwargs=evaluation, on_epoch=on_epoch)
+                    eval_kwargs=evaluation, on_epoch=on_epoch, checkpoint=checkpoint)
     wall = time.perf_counter() - started
     metrics, per_user = {}, {}
     for selection, results in outcome.reported.items():
@@ -144,6 +181,7 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
         "metrics": metrics, "selected_epoch": outcome.selected_epoch,
         "main_selection": MAIN_SELECTION[trial.protocol],
         "curves": outcome.curves, "epochs_run": outcome.epochs_run,
+        "resumed_from_epoch": outcome.resumed_from,
         "timing": {"wall_seconds": round(wall, 3),
                    "training_seconds": round(outcome.seconds_training, 3),
                    "evaluation_seconds": round(outcome.seconds_evaluating, 3),
@@ -154,8 +192,37 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
         "environment": environment(str(device)), "git_commit": git_commit(),
         "command": command_line(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_record(results_dir, record, per_user)
+    with deferred_interrupts():
+        write_record(results_dir, record, per_user)
+        failed = failure_path(results_dir, trial)
+        if failed.exists():
+            failed.unlink()
+    if checkpoint is not None:
+        checkpoint.remove()
     return record
+
+
+class deferred_interrupts:
+    """Holds Ctrl-C back until the block ends, so a record being written is finished first."""
+
+    def __enter__(self):
+        import signal
+        import threading
+        self._active = threading.current_thread() is threading.main_thread()
+        self._pending = False
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self._pending = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+            if self._pending:
+                raise KeyboardInterrupt
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,6 +254,28 @@ def summarize(records: Sequence[dict[str, Any]], metrics: Sequence[str] = ("HR@1
         row["s/epoch"] = float(np.mean([r["timing"]["seconds_per_epoch"] for r in group]))
         rows.append(row)
     return rows
+
+
+class TrialLock:
+    """An exclusive, non-blocking lock on one trial, so that runners sharing a results folder
+    never train or write the same trial twice."""
+
+    def __init__(self, results_dir: Path, run_id: str) -> None:
+        from filelock import FileLock
+        folder = Path(results_dir) / "scratch" / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(folder / f"{run_id}.lock"))
+
+    def acquire(self) -> bool:
+        from filelock import Timeout
+        try:
+            self._lock.acquire(timeout=0)
+            return True
+        except Timeout:
+            return False
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 def failure_message(trial: Trial, err: BaseException) -> str:

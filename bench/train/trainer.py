@@ -11,6 +11,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -34,6 +35,7 @@ class TrainOutcome:
     selected_epoch: dict[str, int]
     curves: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0
+    resumed_from: int | None = None
     seconds_training: float = 0.0
     seconds_evaluating: float = 0.0
 
@@ -62,14 +64,57 @@ def _selection_value(results: dict[str, EvalResult]) -> float:
     return results[label].metrics[metric]
 
 
+class Checkpoint:
+    """Saves and restores a trial's training state (a torch pickle in the results' scratch area).
+
+    The state holds parameters, optimizer and schedule, the sampling generator and torch's global
+    generator, the epoch, the curves and the best state so far: resuming gives the same numbers
+    on CPU as an uninterrupted run."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path = Path(path)
+        self.every = max(int(every), 1)
+
+    def load(self, device: torch.device) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location=device, weights_only=False)
+        except Exception:       # a checkpoint cut short by a kill: start the trial afresh
+            return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        import io
+        from bench.records import atomic_write_bytes
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+    def remove(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass
+
+
+def _raise_oom(describe: str, epoch: int, cfg: dict, err: BaseException):
+    raise TrainingError(f"{describe}: out of device memory while training at epoch {epoch}; "
+                        f"lower the batch size (--set batch_size={max(cfg['batch_size'] // 2, 1)}) "
+                        "or run on a larger device or on --device cpu") from err
+
+
 def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
           sampling: torch.Generator, device: torch.device, describe: str = "",
           eval_kwargs: dict | None = None,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainOutcome:
+          on_epoch: Callable[[dict], None] | None = None,
+          checkpoint: Checkpoint | None = None) -> TrainOutcome:
     """Train ``model`` under ``protocol`` and return its reported test evaluations.
 
     ``eval_kwargs`` go to ``evaluate_all`` for the reported evaluations (protocols, ks, ...);
-    evaluations during training use the full-ranking protocol only."""
+    evaluations during training use the full-ranking protocol only. With ``checkpoint``, the state
+    is saved every ``checkpoint.every`` epochs and a saved state is resumed."""
     if protocol not in PROTOCOLS:
         raise TrainingError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
     final_kwargs = dict(eval_kwargs or {})
@@ -77,11 +122,28 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
     sampler = make_sampler(model, dataset, cfg, device)
     epochs = cfg["epochs"] if sampler is not None else 0
     outcome = TrainOutcome(reported={}, selected_epoch={})
+    opt = schedule = None
     if sampler is not None:
         opt, schedule = make_optimizer(model, cfg, sampler.steps_per_epoch(), dataset.n_users)
     test_epochs = paper_test_epochs(cfg) if protocol == "paper" else set()
     best_value, best_epoch, best_state = -math.inf, -1, None
-    bad_checks = 0
+    bad_checks, first_epoch = 0, 0
+
+    saved = checkpoint.load(device) if checkpoint is not None and sampler is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        sampling.set_state(saved["sampling"].to(sampling.device) if sampling.device.type != "cpu"
+                           else saved["sampling"].cpu())
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        best_value, best_epoch, best_state = saved["best_value"], saved["best_epoch"], saved["best_state"]
+        bad_checks, first_epoch = saved["bad_checks"], saved["epoch"] + 1
+        outcome.curves = saved["curves"]
+        outcome.seconds_training = saved["seconds_training"]
+        outcome.seconds_evaluating = saved["seconds_evaluating"]
+        outcome.epochs_run = first_epoch
+        outcome.resumed_from = first_epoch
 
     def run_eval(split: str, full: bool = False) -> dict[str, EvalResult]:
         started = time.perf_counter()
@@ -91,21 +153,27 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
         outcome.seconds_evaluating += time.perf_counter() - started
         return results
 
-    for epoch in range(epochs):
+    stopped = saved is not None and saved.get("stopped", False)
+    for epoch in range(first_epoch, epochs):
+        if stopped:
+            break
         started = time.perf_counter()
         model.train()
         steps, parts_sum, loss_sum = 0, {}, None
-        for batch in sampler.epoch(sampling):
-            loss, parts = model.loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-            # accumulate on the device: one host-device sync per epoch, not per step
-            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-            for key, value in parts.items():
-                parts_sum[key] = parts_sum.get(key, 0.0) + value.detach()
-            steps += 1
+        try:
+            for batch in sampler.epoch(sampling):
+                loss, parts = model.loss(batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                schedule.step()
+                # accumulate on the device: one host-device sync per epoch, not per step
+                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+                for key, value in parts.items():
+                    parts_sum[key] = parts_sum.get(key, 0.0) + value.detach()
+                steps += 1
+        except torch.cuda.OutOfMemoryError as err:
+            _raise_oom(describe, epoch, cfg, err)
         total = float(loss_sum) if loss_sum is not None else 0.0
         if not math.isfinite(total):
             raise TrainingError(f"{describe}: non-finite training loss ({total}) at epoch {epoch}; "
@@ -135,8 +203,16 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
         outcome.curves.append(point)
         if on_epoch:
             on_epoch(point)
-        if protocol == "honest" and bad_checks >= cfg["patience"]:
-            break
+        stopped = protocol == "honest" and bad_checks >= cfg["patience"]
+        if checkpoint is not None and ((epoch + 1) % checkpoint.every == 0 or stopped):
+            checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "schedule": schedule.state_dict(), "sampling": sampling.get_state(),
+                             "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                             "best_value": best_value, "best_epoch": best_epoch,
+                             "best_state": best_state, "bad_checks": bad_checks,
+                             "curves": outcome.curves, "stopped": stopped,
+                             "seconds_training": outcome.seconds_training,
+                             "seconds_evaluating": outcome.seconds_evaluating})
 
     if protocol == "paper":
         last = run_eval("test", full=True)
