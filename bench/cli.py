@@ -15,11 +15,17 @@ def _csv(text: str) -> list[str]:
 
 def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate models on datasets; store one record per trial")
-    p.add_argument("--models", type=_csv, required=True, help="comma-separated model names "
-                   "(see `bench list models`); 'encoder+decoder' composes")
-    p.add_argument("--datasets", type=_csv, default=["demo"],
-                   help="comma-separated dataset names, or 'all' (those whose files are present)")
-    p.add_argument("--seeds", type=int, default=5, help="runs per model and dataset (default 5)")
+    p.add_argument("--models", type=_csv, help="comma-separated model names "
+                   "(see `bench list models`); 'encoder+decoder' composes; required unless "
+                   "--experiment is given (then it keeps only the rows using these models)")
+    p.add_argument("--experiment", metavar="NAME|FILE.toml",
+                   help="train what a paper table or figure needs (bench/experiments/NAME.toml "
+                        "or your own file): its models, datasets, seeds and parameters")
+    p.add_argument("--datasets", type=_csv,
+                   help="comma-separated dataset names, or 'all' (those whose files are present); "
+                        "default demo, or the experiment's")
+    p.add_argument("--seeds", type=int,
+                   help="runs per model and dataset (default 5, or the experiment's)")
     p.add_argument("--base-seed", type=int, default=2025, help="seed all per-run seeds derive from")
     p.add_argument("--protocol", choices=("paper", "honest"), default="paper",
                    help="paper: best-on-test over the reference schedule and last epoch; "
@@ -33,6 +39,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--plugin", action="append", default=[],
                    help="a .py file or module whose models register themselves (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the trials; train nothing")
+    p.add_argument("--checkpoint-every", type=int, default=5, metavar="EPOCHS",
+                   help="save training state every EPOCHS epochs so a killed run resumes (0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -46,13 +54,12 @@ def _add_list_parser(sub) -> None:
 
 
 def _add_report_parser(sub) -> None:
-    p = sub.add_parser("report", help="tables from stored records")
-    p.add_argument("name", choices=("summary",), help="summary: mean/std over runs per model")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--datasets", type=_csv)
-    p.add_argument("--models", type=_csv)
-    p.add_argument("--protocol", choices=("paper", "honest"))
-    p.add_argument("--format", choices=("md", "csv", "latex", "plain"), default="md")
+    from bench.commands.report import add_report_arguments
+    p = sub.add_parser("report", help="paper tables and figures, or a summary, from stored records",
+                       description="bench report summary | all | NAME (an experiment: table1.."
+                                   "table6, fig3_layers, fig4_temperature, fig5_scaling, "
+                                   "fig6_patterns, or a path to an experiment .toml file)")
+    add_report_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,17 +1,97 @@
-"""``bench report summary``: mean and std over runs per model and dataset from stored records."""
+"""``bench report``: paper tables and figures, or a summary, from the stored records.
+
+    bench report summary                       mean/std over runs per model and dataset
+    bench report NAME                          one experiment (table1..table6, fig3_layers, ...,
+                                               or a path to your own experiment .toml)
+    bench report all                           every shipped experiment: tables as files under
+                                               <figures dir>/tables/, figures under <figures dir>/
+
+Tables print to standard output (``--output FILE`` writes them to a file); figures are written as
+PNG and PDF under ``--figures-dir`` (default ``figures/``) and their paths go to standard error.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from tabulate import tabulate
-
-from bench.records import iter_records
-from bench.runner import summarize
+from bench.errors import ConfigError
 
 FORMATS = {"md": "github", "latex": "latex", "plain": "simple"}
+EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv", "plain": "txt"}
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``report`` parser's arguments (kept here so the CLI module only registers the parser)."""
+    p.add_argument("name", metavar="NAME",
+                   help="summary, all, an experiment (table1..table6, fig3_layers, "
+                        "fig4_temperature, fig5_scaling, fig6_patterns) or a path to an "
+                        "experiment .toml file")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--datasets", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   help="comma-separated datasets (default: the experiment's)")
+    p.add_argument("--models", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   help="summary only: keep these models")
+    p.add_argument("--protocol", choices=("paper", "honest"),
+                   help="which records: paper (best-on-test, the default for experiments) or "
+                        "honest (validation-selected); summary: no filter unless given")
+    p.add_argument("--format", choices=("md", "csv", "latex", "plain"), default="md")
+    p.add_argument("--std", action="store_true", help="show the std over runs beside each mean")
+    p.add_argument("--test", dest="seed_test", choices=("paired", "welch"), default="paired",
+                   help="test over runs behind the star: paired t-test by run index (default) "
+                        "or Welch's t-test")
+    p.add_argument("--user-test", choices=("wilcoxon", "ttest"), default="wilcoxon",
+                   help="paired test over per-user values of run-matched records")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the star")
+    p.add_argument("--rule", choices=("auto", "default", "paper"), default="auto",
+                   help="metric rule for users with several test items: auto = paper under "
+                        "--protocol paper (the reference code's), default otherwise")
+    p.add_argument("--epochs", type=int,
+                   help="use only records trained for this many epochs (default: prefer the "
+                        "schedule's own length, else whatever is stored)")
+    p.add_argument("--no-paper", action="store_true",
+                   help="leave out the paper's numbers and the difference columns")
+    p.add_argument("--data-dir", help="dataset folder for table1/fig6 and for telling why a "
+                   "cell is empty (default: $BENCH_DATA, else the user cache)")
+    p.add_argument("--figures-dir", type=Path, default=Path("figures"),
+                   help="where figures go (default figures/); `report all` puts tables in "
+                        "<figures dir>/tables/")
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--output", type=Path, help="write the table to this file instead of stdout")
+    p.add_argument("--plugin", action="append", default=[],
+                   help="a .py file or module whose models register themselves (repeatable)")
 
 
 def command_report(args: argparse.Namespace) -> int:
+    from bench.models.registry import load_builtin, load_plugin
+    load_builtin()
+    for plugin in getattr(args, "plugin", []) or []:
+        load_plugin(plugin)
+    if args.name == "summary":
+        return report_summary(args)
+    if args.name == "all":
+        return report_all(args)
+    from bench.experiments import load_experiment
+    experiment = load_experiment(args.name)
+    text, files, messages = build_report(experiment, args, args.format)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    for path in files:
+        print(f"figure: {path}", file=sys.stderr)
+    for message in messages:
+        print(message, file=sys.stderr)
+    return 0
+
+
+def report_summary(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from bench.records import iter_records
+    from bench.runner import summarize
     records = [r for _, r in iter_records(args.results_dir)
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.models or r["config"]["model"] in args.models)
@@ -25,4 +105,76 @@ def command_report(args: argparse.Namespace) -> int:
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
         print(tabulate(rows, headers="keys", floatfmt=".4f", tablefmt=FORMATS[args.format]))
+    return 0
+
+
+def _options(args):
+    from bench.report.tables import Options
+    if args.alpha <= 0 or args.alpha >= 1:
+        raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
+    return Options(protocol=args.protocol or "paper", rule=args.rule, seed_test=args.seed_test,
+                   user_test=args.user_test, alpha=args.alpha, epochs=args.epochs, std=args.std,
+                   show_paper=not args.no_paper, datasets=args.datasets)
+
+
+def build_report(experiment, args: argparse.Namespace, fmt: str,
+                 index=None) -> tuple[str, list[Path], list[str]]:
+    """(table text, figure files written, messages) for one experiment."""
+    from bench.report import datasets as ds
+    names = list(args.datasets or experiment.datasets)
+    draw = not args.no_figures
+    messages: list[str] = []
+    if experiment.kind == "dataset-stats":
+        rows = [ds.dataset_row(n, args.data_dir) for n in names]
+        return ds.render_table1(rows, fmt, experiment.title), [], messages
+    if experiment.kind == "behavior-patterns":
+        rows = [ds.dataset_row(n, args.data_dir) for n in names]
+        units = ["user", "pair"] if experiment.unit == "both" else [experiment.unit]
+        tables, skipped = ds.pattern_tables(rows, args.data_dir, units)
+        files: list[Path] = []
+        if draw:
+            from bench.report.figures import plot_patterns
+            for (name, unit), (behaviors, patterns) in tables.items():
+                suffix = "" if len(units) == 1 else f"_{unit}"
+                files += plot_patterns(experiment.name, name, behaviors, patterns,
+                                       args.figures_dir, unit, suffix)
+        messages += [f"{experiment.name}: not drawn: {s}" for s in skipped]
+        return ds.render_patterns(tables, skipped, fmt, experiment.title), files, messages
+    from bench.report.results import ResultIndex
+    index = index or ResultIndex(args.results_dir, args.data_dir)
+    options = _options(args)
+    if experiment.kind == "table":
+        from bench.report.tables import RENDERERS, build_table
+        result = build_table(experiment, index, options)
+        return RENDERERS[fmt](result), [], messages
+    from bench.report.sweeps import build_sweep, render_sweep
+    result = build_sweep(experiment, index, options)
+    files = []
+    if draw:
+        from bench.report.figures import plot_sweep
+        files, empty = plot_sweep(result, args.figures_dir)
+        messages += [f"{experiment.name}: no figure for {d} (no results)" for d in empty]
+    return render_sweep(result, fmt), files, messages
+
+
+def report_all(args: argparse.Namespace) -> int:
+    """Every shipped experiment: tables under <figures dir>/tables/, figures under <figures dir>/."""
+    from bench.experiments import experiment_names, load_experiment
+    from bench.report.results import ResultIndex
+    fmt = args.format
+    tables_dir = args.figures_dir / "tables"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    index = ResultIndex(args.results_dir, args.data_dir)
+    print(f"{len(index)} record(s) in {args.results_dir}/")
+    for name in experiment_names():
+        experiment = load_experiment(name)
+        text, files, messages = build_report(experiment, args, fmt, index=index)
+        path = tables_dir / f"{name}.{EXTENSIONS[fmt]}"
+        path.write_text(text)
+        print(f"{name}: table {path}")
+        for file in files:
+            print(f"{name}: figure {file}")
+        for message in messages:
+            print(f"  {message}")
+    print(f"tables in {tables_dir}/, figures in {args.figures_dir}/")
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from tabulate import tabulate
 from tqdm import tqdm
@@ -11,7 +12,8 @@ from bench.errors import BenchError, ConfigError
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
-from bench.runner import failure_message, plan_trials, resolve_device, run_trial, summarize
+from bench.runner import (TrialLock, failure_message, plan_trials, resolve_device, run_trial,
+                          summarize, write_failure)
 
 
 def load_datasets(names: list[str], data_dir: str | None):
@@ -49,15 +51,27 @@ def command_run(args: argparse.Namespace) -> int:
     load_builtin()
     for plugin in args.plugin:
         load_plugin(plugin)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    for name in args.models:
-        get_model(name)        # unknown names fail before any data is loaded
-    overrides = parse_overrides(args)
-    device = resolve_device(args.device)
-    datasets = load_datasets(args.datasets, args.data_dir)
-    plan = plan_trials(args.models, datasets, args.seeds, args.protocol, args.base_seed,
-                       overrides, args.results_dir)
+    if args.experiment:
+        from bench.experiments.plan import plan_experiment
+        device = resolve_device(args.device)
+        plan, datasets = plan_experiment(args)
+    else:
+        if not args.models:
+            raise ConfigError("give --models (comma-separated names) or --experiment NAME")
+        args.datasets = args.datasets or ["demo"]
+        args.seeds = 5 if args.seeds is None else args.seeds
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+        for name in args.models:
+            get_model(name)        # unknown names fail before any data is loaded
+        overrides = parse_overrides(args)
+        device = resolve_device(args.device)
+        datasets = load_datasets(args.datasets, args.data_dir)
+        plan = plan_trials(args.models, datasets, args.seeds, args.protocol, args.base_seed,
+                           overrides, args.results_dir)
+    for path in plan.corrupted:
+        print(f"warning: record {path} is truncated or corrupted; it is not counted and its "
+              "trial runs again", file=sys.stderr)
     print(f"{len(plan.trials)} trial(s) to run, {len(plan.stored)} already stored "
           f"in {args.results_dir}/")
     if args.dry_run:
@@ -67,32 +81,60 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  to run  {trial.label}")
         return 0
     by_name = {d.name: d for d in datasets}
-    failures = []
+    failures, elsewhere = [], []
     bar = tqdm(plan.trials, desc="trials", unit="trial", disable=args.no_progress or not plan.trials)
     for trial in bar:
         bar.set_postfix_str(f"{trial.model}/{trial.dataset}/run {trial.run}")
-        epochs = tqdm(total=trial.config["params"]["epochs"], desc=f"  {trial.model}", unit="ep",
-                      leave=False, disable=args.no_progress)
-
-        def on_epoch(point, epochs=epochs):
-            epochs.update(1)
-            shown = {"loss": f"{point['loss']:.4g}"}
-            for split in ("test", "valid"):
-                if split in point:
-                    shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
-            epochs.set_postfix(shown)
+        lock = TrialLock(args.results_dir, trial.run_id)
+        if not lock.acquire():
+            elsewhere.append(trial.label)
+            continue
         try:
-            run_trial(trial, by_name[trial.dataset], device, args.results_dir, on_epoch)
-        except BenchError as err:
-            failures.append(failure_message(trial, err))
-            tqdm.write(f"FAILED {failures[-1]}", file=sys.stderr)
+            if find_record(args.results_dir, trial.config) is not None:
+                continue        # another runner finished it meanwhile
+            run_one(trial, by_name[trial.dataset], device, args, failures)
         finally:
-            epochs.close()
+            lock.release()
     records = [r for t in plan.trials + plan.stored
                if (r := find_record(args.results_dir, t.config)) is not None]
     rows = summarize(records)
     if rows:
         print(tabulate(rows, headers="keys", floatfmt=".4f"))
+    for label in elsewhere:
+        print(f"skipped (another runner holds it): {label}", file=sys.stderr)
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} trial(s) failed; their notes are stored as <run id>.failed.json "
+              "beside the records, and a rerun tries them again", file=sys.stderr)
     return 1 if failures else 0
+
+
+def run_one(trial, dataset, device, args, failures: list[str]) -> None:
+    """Run one trial; a failure is noted (on screen and beside the records) and the run goes on."""
+    epochs = tqdm(total=trial.config["params"]["epochs"], desc=f"  {trial.model}", unit="ep",
+                  leave=False, disable=args.no_progress)
+
+    def on_epoch(point):
+        epochs.update(1)
+        shown = {"loss": f"{point['loss']:.4g}"}
+        for split in ("test", "valid"):
+            if split in point:
+                shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
+        epochs.set_postfix(shown)
+    try:
+        run_trial(trial, dataset, device, args.results_dir, on_epoch,
+                  checkpoint_every=args.checkpoint_every)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:          # a crashed trial must not take the finished ones along
+        if not isinstance(err, BenchError):
+            traceback.print_exc(file=sys.stderr)
+        failures.append(failure_message(trial, err))
+        tqdm.write(f"FAILED {failures[-1]}", file=sys.stderr)
+        try:
+            write_failure(args.results_dir, trial, err)
+        except OSError as write_err:
+            tqdm.write(f"(could not store the failure note: {write_err})", file=sys.stderr)
+    finally:
+        epochs.close()

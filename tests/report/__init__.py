@@ -1,0 +1,1 @@
+"""Tests of experiment files, paper-style tables, significance tests and figures."""
