@@ -5,6 +5,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread per process: the suite starts subprocesses (runners, kills, concurrent writers), and
+# torch's sparse kernels slow down many times over when threads outnumber the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 
