@@ -1,0 +1,42 @@
+"""Helpers of the baseline-model tests."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from bench.models.registry import build_model, get_model
+from bench.train.samplers import make_sampler
+from bench.train.seeds import generator
+
+
+def build(name: str, dataset, seed: int = 1, **overrides):
+    spec = get_model(name)
+    cfg = spec.resolve(dataset.name, dataset.n_behaviors, overrides)
+    return build_model(spec, dataset, cfg, "cpu", generator(seed)), cfg
+
+
+def sampler_of(model, dataset, cfg):
+    return make_sampler(model, dataset, cfg, torch.device("cpu"))
+
+
+def dense(matrix: sp.spmatrix) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(sp.csr_matrix(matrix).todense(), dtype=np.float32))
+
+
+def lgn(matrix: sp.spmatrix, eps: float | None = None) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 of the bipartite lift of a user x item matrix, dense (degrees: sums, or
+    #non-zeros + eps)."""
+    m = dense(matrix)
+    u, i = m.shape
+    a = torch.zeros(u + i, u + i)
+    a[:u, u:] = m
+    a[u:, :u] = m.T
+    deg = (a != 0).sum(1).double() + eps if eps is not None else a.sum(1).double()
+    inv = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg)).float()
+    return inv[:, None] * a * inv[None, :]
+
+
+def user_sets(matrix: sp.spmatrix) -> list[set[int]]:
+    m = sp.csr_matrix(matrix)
+    return [set(m.indices[m.indptr[u]:m.indptr[u + 1]].tolist()) for u in range(m.shape[0])]

@@ -1,0 +1,132 @@
+"""BCIPM (spec §7.8): the encoder as written, u_point as a SUM over the user's buys, the two-branch
+loss, the inference score, and the record sampler."""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from bench.train.seeds import generator
+from tests.baselines.helpers import build, lgn, sampler_of, user_sets
+
+
+def _as_written(a: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+    out, layer = x, x
+    for depth in range(1, layers + 1):
+        layer = F.normalize(a @ layer, dim=-1)
+        out = out + layer / depth + layer              # both x_l / l and x_l are kept
+    return out
+
+
+def test_global_then_target_encoder(demo):
+    model, _ = build("bcipm", demo)
+    model.eval()     # in training under its own decoder the encoder skips the summed tables
+    enc = model.encoder
+    reps = enc()
+    x0 = torch.cat([enc.users, enc.items]).detach()
+    g = _as_written(lgn(demo.union(), eps=1e-7), x0, 2)
+    t = _as_written(lgn(demo.matrices()[-1], eps=1e-7), g, 2)   # runs on the global output
+    u = demo.n_users
+    torch.testing.assert_close(reps.extra["global_users"].detach(), g[:u], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(reps.extra["target_items"].detach(), t[u:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(reps.users[-1].detach(), (g + t)[:u], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(reps.items[0].detach(), g[u:], rtol=1e-4, atol=1e-5)
+
+
+def test_u_point_is_a_sum_over_the_users_buys(demo):
+    model, _ = build("bcipm", demo)
+    dec = model.decoder
+    reps = model.encoder()
+    gu, gv = reps.extra["global_users"], reps.extra["global_items"]
+    users = torch.tensor([3, 0, 17, 3, 150])
+    points, counts = dec.user_points(gu, gv, users)
+    bought = user_sets(demo.matrices()[-1])
+    b = torch.tensor([demo.n_behaviors - 1])
+    for row, u in enumerate(users.tolist()):
+        items = sorted(bought[u])
+        assert counts[row] == len(items) > 1
+        expected = sum(dec.aggregate(gu[u:u + 1], gv[j:j + 1], b)[0] for j in items)
+        torch.testing.assert_close(points[row], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_score_mixes_u_point_and_graph_term_with_lambda(demo):
+    model, _ = build("bcipm", demo)
+    dec = model.decoder
+    reps = model.encoder()
+    ex = reps.extra
+    users = torch.arange(0, demo.n_users, 19)
+    got = model.scorer()(users)
+    bought = user_sets(demo.matrices()[-1])
+    b = torch.tensor([demo.n_behaviors - 1])
+    for row, u in enumerate(users.tolist()):
+        point = sum(dec.aggregate(ex["global_users"][u:u + 1], ex["global_items"][j:j + 1], b)[0]
+                    for j in bought[u])
+        lam = 1.0 / (len(bought[u]) + 1e-8)
+        expected = ((1 - lam) * ex["global_items"] @ point
+                    + lam * (ex["global_items"] + ex["target_items"])
+                    @ (ex["global_users"][u] + ex["target_users"][u]))
+        torch.testing.assert_close(got[row], expected.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_loss_is_weighted_bce_plus_bpr_plus_frobenius_reg(demo):
+    model, cfg = build("bcipm", demo, log_reg=0.3, reg=0.5, batch_size=256)
+    batch = next(iter(sampler_of(model, demo, cfg).epoch(generator(2))))
+    total, parts = model.loss(batch)
+    assert set(parts) == {"bce", "bpr", "reg"}
+    reps = model.encoder()
+    gu, gv = reps.extra["global_users"], reps.extra["global_items"]
+    dec = model.decoder
+    users, items = batch.users, batch.extra["record_items"]
+    negs, behs = batch.extra["negatives"], batch.extra["record_behaviors"]
+    logits, labels = [], []
+    for col in range(negs.shape[1] + 1):
+        it = items if col == 0 else negs[:, col - 1]
+        a = dec.aggregate(gu[users], gv[it], behs)
+        logits.append((a * gv[it]).sum(-1))
+        labels.append(torch.full((len(users),), 1.0 if col == 0 else 0.0))
+    bce = F.binary_cross_entropy(torch.sigmoid(torch.cat(logits)), torch.cat(labels))
+    torch.testing.assert_close(parts["bce"], 0.3 * bce, rtol=1e-4, atol=1e-6)
+    reg = 0.5 * (model.encoder.users.norm() / (demo.n_users + 1)
+                 + model.encoder.items.norm() / (demo.n_items + 1))
+    torch.testing.assert_close(parts["reg"], reg)
+    torch.testing.assert_close(total, parts["bce"] + parts["bpr"] + parts["reg"])
+
+
+def test_sampler_covers_every_record_with_all_behavior_negatives(demo):
+    model, cfg = build("bcipm", demo, batch_size=300)
+    sampler = sampler_of(model, demo, cfg)
+    union = user_sets(demo.union())
+    per_behavior = [user_sets(m) for m in demo.matrices()]
+    target = demo.n_behaviors - 1
+    records = []
+    batches = list(sampler.epoch(generator(9)))
+    assert len(batches) == sampler.steps_per_epoch()
+    for batch in batches:
+        users = batch.users.tolist()
+        negs = batch.extra["negatives"]
+        assert negs.shape == (len(users), 4)
+        for row, (u, i, b) in enumerate(zip(users, batch.extra["record_items"].tolist(),
+                                            batch.extra["record_behaviors"].tolist())):
+            records.append((u, i, b))
+            assert not set(negs[row].tolist()) & union[u]
+        pairs = batch.pairs[target]   # one target triple per record whose user has buys
+        assert pairs.users.tolist() == [u for u in users if per_behavior[target][u]]
+        for u, p, n in zip(pairs.users.tolist(), pairs.pos.tolist(), pairs.neg.tolist()):
+            assert p in per_behavior[target][u] and n not in union[u]
+    expected = sorted((u, i, b) for b, sets in enumerate(per_behavior)
+                      for u in range(demo.n_users) for i in sets[u])
+    assert sorted(records) == expected
+
+
+def test_aggregator_is_the_gru_like_gate(demo):
+    model, _ = build("bcipm", demo)
+    dec = model.decoder
+    with torch.no_grad():
+        dec.behavior_vectors.add_(0.1)       # trained vectors are no longer one-hot
+    gen = generator(4)
+    u, i = torch.randn(6, 64, generator=gen), torch.randn(6, 64, generator=gen)
+    behaviors = torch.tensor([0, 1, 2, 2, 1, 0])
+    b = dec.behavior_vectors[behaviors]
+    gates = torch.sigmoid(torch.cat([u, i, b], 1) @ dec.w_rz)
+    reset, update = gates[:, :64], gates[:, 64:]
+    expected = update * torch.tanh(torch.cat([reset * u, i, b], 1) @ dec.w_u)
+    torch.testing.assert_close(dec.aggregate(u, i, behaviors), expected, rtol=1e-5, atol=1e-6)

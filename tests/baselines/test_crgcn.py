@@ -1,0 +1,73 @@
+"""CRGCN (spec §7.4): the residual cascade, the loss's padding rows, the sampler's invariants."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from bench.train.seeds import generator
+from tests.baselines.helpers import build, lgn, sampler_of, user_sets
+
+
+def test_behavior_k_starts_from_behavior_k_minus_1_plus_residual(demo):
+    model, _ = build("crgcn", demo, cascade_layers=[1, 2, 1])
+    enc = model.encoder
+    with torch.no_grad():   # non-zero biases, so that the bias path is checked too
+        for bias in enc.biases:
+            bias.normal_(0, 0.1, generator=generator(5))
+    reps = enc()
+    t = torch.cat([enc.users, enc.items]).detach()
+    for k, matrix in enumerate(demo.matrices()):
+        a = lgn(matrix)
+        h = t
+        for layer in range(enc.layers[k]):
+            h = a @ h + enc.biases[k][layer].detach()
+        t = t + F.normalize(h, dim=-1)        # T_k = T_{k-1} + normalize_row(Enc_k(T_{k-1}))
+        got = torch.cat([reps.users[k], reps.items[k]]).detach()
+        torch.testing.assert_close(got, t, rtol=1e-4, atol=1e-5)
+
+
+def test_prediction_uses_the_target_output(demo):
+    model, _ = build("crgcn", demo)
+    users = torch.arange(0, demo.n_users, 13)
+    reps = model.encoder()
+    expected = reps.users[-1][users] @ reps.items[-1].T
+    torch.testing.assert_close(model.scorer()(users), expected.detach())
+
+
+def test_users_without_a_behavior_count_in_the_mean(demo):
+    model, cfg = build("crgcn", demo, reg=0.0)
+    batch = next(iter(sampler_of(model, demo, cfg).epoch(generator(3))))
+    reps = model.encoder()
+    loss, parts = model.loss(batch)
+    expected, padded = 0.0, 0
+    for k, pairs in batch.pairs.items():
+        zu, zv = reps.users[k], reps.items[k]
+        diff = (zu[pairs.users] * (zv[pairs.pos] - zv[pairs.neg])).sum(-1)
+        missing = len(batch.users) - len(pairs)
+        padded += missing
+        expected = expected + ((-torch.log(1e-10 + torch.sigmoid(diff))).sum()
+                               + missing * -math.log(1e-10 + 0.5)) / len(batch.users)
+    assert padded > 0     # the demo has users without cart
+    torch.testing.assert_close(parts["bpr"], expected)
+
+
+def test_sampler_visits_every_user_once_with_all_behavior_negatives(demo):
+    model, cfg = build("crgcn", demo, batch_size=64)
+    sampler = sampler_of(model, demo, cfg)
+    union = user_sets(demo.union())
+    per_behavior = [user_sets(m) for m in demo.matrices()]
+    seen = []
+    batches = list(sampler.epoch(generator(4)))
+    assert len(batches) == sampler.steps_per_epoch()
+    for batch in batches:
+        seen += batch.users.tolist()
+        for k, pairs in batch.pairs.items():
+            users = pairs.users.tolist()
+            expected = [u for u in batch.users.tolist() if per_behavior[k][u]]
+            assert users == expected                      # one pair per user having behavior k
+            for u, p, n in zip(users, pairs.pos.tolist(), pairs.neg.tolist()):
+                assert p in per_behavior[k][u]
+                assert n not in union[u]                  # never in the all-behavior set
+    assert sorted(seen) == list(range(demo.n_users))
