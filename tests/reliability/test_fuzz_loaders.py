@@ -154,18 +154,30 @@ def test_csv_generated_text(header, train, test_header, test):
         outcome(lambda: load_csv(folder / "train.csv", folder / "test.csv", BEHAVIORS), "csv")
 
 
-pair_line = st.one_of(st.tuples(st.integers(1, 5), st.integers(1, 6)).map(lambda p: f"{p[0]} {p[1]}"),
-                      st.tuples(st.integers(1, 5), st.integers(1, 6)).map(lambda p: f"{p[0]} {p[1]}"),
-                      st.tuples(st.integers(-1, 7), st.integers(-1, 7)).map(lambda p: f"{p[0]} {p[1]}"),
-                      st.text(alphabet="0123456789 \t-x.", max_size=8))
+good_pair = st.tuples(st.integers(1, 5), st.integers(1, 6)).map(lambda p: f"{p[0]} {p[1]}")
+bad_pair = st.one_of(st.tuples(st.integers(-1, 7), st.integers(-1, 7)).map(lambda p: f"{p[0]} {p[1]}"),
+                     st.text(alphabet="0123456789 \t-x.", max_size=8))
+BVAE_FILES = [f"{prefix}_{split}" for prefix in ("view", "target")
+              for split in ("train", "valid", "test")]
+
+
+@st.composite
+def bvae_files(draw):
+    """Valid pair files, then at most one kind of damage: a bad line, or a dropped file."""
+    files = {name: draw(st.lists(good_pair, min_size=1 if name == "target_train" else 0,
+                                 max_size=6)) for name in BVAE_FILES}
+    damage = draw(st.sampled_from(["none", "none", "line", "drop"]))
+    if damage == "line":
+        name = draw(st.sampled_from(BVAE_FILES))
+        files[name] = files[name] + [draw(bad_pair)]
+    drop = draw(st.sampled_from(BVAE_FILES)) if damage == "drop" else None
+    return files, drop
 
 
 @settings(FUZZ, max_examples=200)
-@given(files=st.fixed_dictionaries({f"{prefix}_{split}": st.lists(pair_line, max_size=6)
-                                    for prefix in ("view", "target")
-                                    for split in ("train", "valid", "test")}),
-       drop=st.sampled_from([None, None, None, "view_valid", "target_train"]))
-def test_bvae_generated_text(files, drop):
+@given(content=bvae_files())
+def test_bvae_generated_text(content):
+    files, drop = content
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, lines in files.items():
