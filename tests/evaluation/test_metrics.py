@@ -135,3 +135,12 @@ def test_sampled_negatives_avoid_excluded_items():
     drawn = sample_negatives(excluded, np.array([0, 1]), 200, np.random.default_rng(0))
     assert set(drawn[0].tolist()) == {1, 3}
     assert set(drawn[1].tolist()) == {0}
+
+
+def test_nan_scores_never_outrank_and_a_nan_target_ranks_last():
+    data = tiny([[2], [3]], [[0], [0]])
+    nan = float("nan")
+    scores = fixed_scores([[nan, nan, 1.0, 2.0, nan, 0.0], [0.5, 0.1, 0.2, nan, 0.3, 0.4]])
+    result = evaluate_all(scores, data, ks=(1,), protocols=("full", "sampled"), n_negatives=5)
+    assert result["full/default"].ranks.tolist() == [1, 6]
+    assert result["sampled/default"].ranks[1] == 5
