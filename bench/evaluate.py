@@ -6,6 +6,7 @@ the number scored equal with a smaller item id (a stable sort on ascending ids).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -50,7 +51,8 @@ def _rows_of(matrix: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.n
 def _ranks_full(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """0-based rank of each (row, item): items scored higher, plus equal ones with a smaller id."""
     if scores.device.type == "cpu":
-        return torch.from_numpy(_ranks_full_numpy(scores.numpy(), rows.numpy(), items.numpy()))
+        return torch.from_numpy(_ranks_full_numpy_parallel(scores.numpy(), rows.numpy(),
+                                                           items.numpy()))
     target = scores[rows, items].unsqueeze(1)
     candidates = scores if _is_identity(rows) else scores[rows]
     higher = (candidates > target).sum(dim=1)
@@ -74,6 +76,32 @@ def _ranks_full_numpy(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -
         before = np.arange(scores.shape[1])[None, :] < items[tied][:, None]
         higher[tied] += np.count_nonzero((candidates[tied] == target[tied]) & before, axis=1)
     return higher.astype(np.int64)
+
+
+def _ranks_full_numpy_parallel(scores: np.ndarray, rows: np.ndarray,
+                               items: np.ndarray) -> np.ndarray:
+    """The numpy ranking split over torch's CPU threads: numpy's comparison loops release the
+    GIL but run on one core each."""
+    threads = max(torch.get_num_threads(), 1)
+    if threads == 1 or len(rows) < 2 * threads:
+        return _ranks_full_numpy(scores, rows, items)
+    if not np.array_equal(rows, np.arange(len(scores))):
+        scores = scores[rows]            # one row per held-out item (users with several)
+    bounds = np.linspace(0, len(items), threads + 1).astype(int)
+
+    def rank_slice(bound: tuple[int, int]) -> np.ndarray:
+        a, b = bound
+        return _ranks_full_numpy(scores[a:b], np.arange(b - a), items[a:b])
+    return np.concatenate(list(_rank_pool(threads).map(rank_slice, zip(bounds[:-1], bounds[1:]))))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _rank_pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench-rank")
+    return _POOLS[threads]
 
 
 def _is_identity(rows: torch.Tensor) -> bool:

@@ -144,3 +144,20 @@ def test_nan_scores_never_outrank_and_a_nan_target_ranks_last():
     result = evaluate_all(scores, data, ks=(1,), protocols=("full", "sampled"), n_negatives=5)
     assert result["full/default"].ranks.tolist() == [1, 6]
     assert result["sampled/default"].ranks[1] == 5
+
+
+def test_threaded_ranking_equals_serial_with_ties_and_several_items():
+    from bench.evaluate import _ranks_full_numpy, _ranks_full_numpy_parallel
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal((64, 90)).astype(np.float32)
+    scores[:, :30] = 0.25                                      # many ties
+    single = (np.arange(64), rng.integers(0, 90, 64))
+    several = (np.sort(rng.integers(0, 64, 150)), rng.integers(0, 90, 150))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for rows, items in (single, several):
+            assert np.array_equal(_ranks_full_numpy_parallel(scores, rows, items),
+                                  _ranks_full_numpy(scores, rows, items))
+    finally:
+        torch.set_num_threads(previous)
