@@ -17,7 +17,7 @@ from bench.data.dataset import MultiBehaviorDataset
 from bench.evaluate import evaluate_all
 from bench.models.registry import build_model, get_model
 from bench.records import atomic_write_bytes, command_line, environment, git_commit
-from bench.runner import _peak_rss_mb
+from bench.runner import peak_rss_mb
 from bench.train.samplers import make_sampler
 from bench.train.seeds import derive_seed, generator
 from bench.train.trainer import make_optimizer
@@ -103,7 +103,7 @@ def write_perf_record(results_dir: Path, dataset: MultiBehaviorDataset, device: 
                       measurement: dict[str, Any]) -> Path:
     import json
     measurement = dict(measurement)
-    measurement["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    measurement["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if device.type == "cuda":
         measurement["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     record = {"kind": "perf", "dataset": dataset.name, "measurement": measurement,

@@ -6,7 +6,10 @@ trains it with the trainer and evaluates it with the evaluator.
 from __future__ import annotations
 
 import hashlib
+import json
 import resource
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +17,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.holdout import with_validation_holdout
 from bench.errors import BenchError, ConfigError
 from bench.models.registry import ModelSpec, build_model, get_model
-from bench.records import (RECORD_FORMAT, command_line, config_hash, environment, find_record,
-                           git_commit, record_path, write_record)
+from bench.records import (RECORD_FORMAT, atomic_write_bytes, command_line, config_hash,
+                           environment, find_record, git_commit, record_path, write_record)
 from bench.train.seeds import derive_seed, generator
-from bench.train.trainer import PROTOCOLS, train
+from bench.train.trainer import PROTOCOLS, Checkpoint, train
 
 DEFAULT_EVAL = {"ks": [10, 20], "protocols": ["full", "sampled"], "rules": ["default", "paper"],
                 "n_negatives": 99}
@@ -107,7 +112,8 @@ def _check_overrides(specs: Sequence[ModelSpec], overrides: dict[str, Any]) -> N
                           f"valid parameters: {', '.join(sorted(known))}")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -123,8 +129,6 @@ def failure_path(results_dir: Path, trial: Trial) -> Path:
 def write_failure(results_dir: Path, trial: Trial, err: BaseException) -> Path:
     """A failed trial leaves a note beside where its record would be; it is not a record, so a
     rerun tries the trial again."""
-    import json
-    from bench.records import atomic_write_bytes
     note = {"run_id": trial.run_id, "status": "failed", "config": trial.config,
             "error": f"{type(err).__name__}: {err}", "git_commit": git_commit(),
             "command": command_line(), "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -139,9 +143,6 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
     """Train and evaluate one trial, write its record atomically and return the record.
     Training state is checkpointed every ``checkpoint_every`` epochs (0: never) and a trial
     interrupted earlier resumes from its checkpoint."""
-    from bench.data.holdout import with_validation_holdout
-    from bench.train.trainer import Checkpoint
-
     config = trial.config
     seed = lambda purpose: derive_seed(config["base_seed"], trial.dataset, trial.run, purpose)
     # models that draw from torch's global generator (dropout) get a per-trial stream too
@@ -186,7 +187,7 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
                    "training_seconds": round(outcome.seconds_training, 3),
                    "evaluation_seconds": round(outcome.seconds_evaluating, 3),
                    "seconds_per_epoch": round(outcome.seconds_training / max(outcome.epochs_run, 1), 4)},
-        "memory": {"peak_rss_mb": round(_peak_rss_mb(), 1),
+        "memory": {"peak_rss_mb": round(peak_rss_mb(), 1),
                    "peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                    if device.type == "cuda" else None},
         "environment": environment(str(device)), "git_commit": git_commit(),
@@ -206,8 +207,6 @@ class deferred_interrupts:
     """Holds Ctrl-C back until the block ends, so a record being written is finished first."""
 
     def __enter__(self):
-        import signal
-        import threading
         self._active = threading.current_thread() is threading.main_thread()
         self._pending = False
         if self._active:
@@ -218,7 +217,6 @@ class deferred_interrupts:
         self._pending = True
 
     def __exit__(self, *exc) -> None:
-        import signal
         if self._active:
             signal.signal(signal.SIGINT, self._previous)
             if self._pending:
@@ -261,13 +259,11 @@ class TrialLock:
     never train or write the same trial twice."""
 
     def __init__(self, results_dir: Path, run_id: str) -> None:
-        from filelock import FileLock
         folder = Path(results_dir) / "scratch" / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(folder / f"{run_id}.lock"))
 
     def acquire(self) -> bool:
-        from filelock import Timeout
         try:
             self._lock.acquire(timeout=0)
             return True

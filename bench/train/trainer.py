@@ -8,6 +8,7 @@ validation with early stopping and evaluate the test set once, with the selected
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import TrainingError
 from bench.evaluate import EvalResult, evaluate_all
+from bench.records import atomic_write_bytes
 from bench.models.base import Model
 from bench.train.samplers import make_sampler
 
@@ -84,8 +86,6 @@ class Checkpoint:
             return None
 
     def save(self, state: dict[str, Any]) -> None:
-        import io
-        from bench.records import atomic_write_bytes
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.layouts.common import dataset_folder
 from bench.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -76,12 +77,7 @@ def load_bvae(folder: str | Path, behaviors: Sequence[str],
               n_users: int | None = None, n_items: int | None = None) -> MultiBehaviorDataset:
     """Read a bvae folder; ``behaviors`` upstream -> target; ``prefixes`` maps each behavior to
     its file prefix (default: own name, ``target`` for the target)."""
-    folder = Path(folder)
-    behaviors = tuple(behaviors)
-    if not behaviors:
-        raise DataError(f"{folder}: no behaviors given; name them upstream -> target")
-    if not folder.is_dir():
-        raise DataError(f"{folder}: dataset folder not found")
+    folder, behaviors = dataset_folder(folder, behaviors)
     prefixes = dict(prefixes) if prefixes is not None else default_prefixes(behaviors)
     unknown = [b for b in behaviors if b not in prefixes]
     if unknown:

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from bench.data import safe_pickle
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.layouts.common import dataset_folder
 from bench.errors import DataError
 
 TEST_FILE = "tst_int"
@@ -125,12 +126,7 @@ def load_pkef(folder: str | Path, behaviors: Sequence[str], name: str | None = N
               n_users: int | None = None, n_items: int | None = None) -> MultiBehaviorDataset:
     """Read a pkef folder; ``behaviors`` ordered upstream -> target; ``n_users``/``n_items``
     (from the catalog) make a file of another dataset fail with its name."""
-    folder = Path(folder)
-    behaviors = tuple(behaviors)
-    if not behaviors:
-        raise DataError(f"{folder}: no behaviors given; name them upstream -> target")
-    if not folder.is_dir():
-        raise DataError(f"{folder}: dataset folder not found")
+    folder, behaviors = dataset_folder(folder, behaviors)
     missing = [b for b in behaviors if not (folder / matrix_file(b)).is_file()]
     test_missing = not (folder / TEST_FILE).is_file()
     if missing or test_missing:
