@@ -148,6 +148,22 @@ class BPRSampler:
             yield Batch(users[sl], {self.behavior: Pairs(users[sl], pos[sl], neg[sl])})
 
 
+class InteractionBPRSampler(BPRSampler):
+    """RecBole-style sampling on one behavior: per epoch every training interaction once, in a
+    shuffled order, each with one uniform negative. Users are drawn in proportion to their
+    interactions, where the official LightGCN sampler draws them uniformly."""
+
+    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
+        order = torch.randperm(self.n_samples, generator=generator, device=self.device)
+        keys = self.index.keys[order]
+        users = torch.div(keys, self.index.n_items, rounding_mode="floor")
+        pos = keys - users * self.index.n_items
+        neg = self.index.draw_negatives(users, generator)
+        for start in range(0, self.n_samples, self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            yield Batch(users[sl], {self.behavior: Pairs(users[sl], pos[sl], neg[sl])})
+
+
 @register_sampler("multi-behavior")
 def _multi_behavior(dataset: MultiBehaviorDataset, cfg: dict, device: torch.device,
                     model: Model) -> MultiBehaviorSampler:
@@ -162,3 +178,10 @@ def _multi_behavior(dataset: MultiBehaviorDataset, cfg: dict, device: torch.devi
 @register_sampler("bpr")
 def _bpr(dataset: MultiBehaviorDataset, cfg: dict, device: torch.device, model: Model) -> BPRSampler:
     return BPRSampler(dataset.matrices()[-1], dataset.n_behaviors - 1, cfg["batch_size"], device)
+
+
+@register_sampler("bpr-interactions")
+def _bpr_interactions(dataset: MultiBehaviorDataset, cfg: dict, device: torch.device,
+                      model: Model) -> InteractionBPRSampler:
+    return InteractionBPRSampler(dataset.matrices()[-1], dataset.n_behaviors - 1,
+                                 cfg["batch_size"], device)

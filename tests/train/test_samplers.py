@@ -6,7 +6,8 @@ import scipy.sparse as sp
 import torch
 
 from bench.data.demo import make_demo
-from bench.train.samplers import BPRSampler, InteractionIndex, MultiBehaviorSampler
+from bench.train.samplers import (BPRSampler, InteractionBPRSampler, InteractionIndex,
+                                  MultiBehaviorSampler)
 from bench.train.seeds import derive_seed, generator
 
 
@@ -58,6 +59,20 @@ def test_bpr_sampler_draws_interaction_count_per_epoch():
     batches = list(sampler.epoch(generator(0)))
     assert sum(len(b.pairs[2]) for b in batches) == data.matrices()[-1].nnz
     assert len(batches) == sampler.steps_per_epoch()
+
+
+def test_interaction_sampler_visits_every_interaction_once_per_epoch():
+    data = make_demo(n_users=200, n_items=300, seed=3)
+    target = data.matrices()[-1].tocsr()
+    sampler = InteractionBPRSampler(target, 2, 64, torch.device("cpu"))
+    pairs = [b.pairs[2] for b in sampler.epoch(generator(0))]
+    users = torch.cat([p.users for p in pairs]).tolist()
+    pos = torch.cat([p.pos for p in pairs]).tolist()
+    neg = torch.cat([p.neg for p in pairs]).tolist()
+    rows, cols = target.nonzero()
+    assert sorted(zip(users, pos)) == sorted(zip(rows.tolist(), cols.tolist()))
+    assert not np.asarray(target[users, neg]).any()
+    assert len(pairs) == sampler.steps_per_epoch()
 
 
 def test_same_generator_same_batches():
