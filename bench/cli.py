@@ -42,6 +42,16 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=5, metavar="EPOCHS",
                    help="save training state every EPOCHS epochs so a killed run resumes (0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="trials run in N parallel worker processes (-1: one per CPU, or every "
+                        "cluster worker); default 1, in this process")
+    p.add_argument("--backend", choices=("loky", "dask", "ray"), default="loky",
+                   help="where parallel trials run: loky (local processes), dask or ray (a "
+                        "cluster, see --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="the cluster to use: a dask scheduler (tcp://HOST:PORT) or a ray address")
+    p.add_argument("--per-gpu", type=int, metavar="M",
+                   help="with --device cuda: M trials at once per GPU, GPUs assigned in turn")
 
 
 def _add_list_parser(sub) -> None:

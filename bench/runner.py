@@ -9,8 +9,10 @@ import hashlib
 import json
 import resource
 import signal
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -272,6 +274,44 @@ class TrialLock:
 
     def release(self) -> None:
         self._lock.release()
+
+
+@dataclass
+class Attempt:
+    """What became of one planned trial: ``trained``, ``stored`` (another runner finished it
+    meanwhile), ``elsewhere`` (another runner holds it now) or ``failed`` (with a message)."""
+
+    label: str
+    status: str
+    message: str = ""
+
+
+def attempt_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
+                  results_dir: Path, on_epoch: Callable[[dict], None] | None = None,
+                  checkpoint_every: int = 5) -> Attempt:
+    """Run one trial under its lock unless stored or held elsewhere. A failure is noted beside
+    the records and returned, never raised (except Ctrl-C), so the other trials go on."""
+    lock = TrialLock(results_dir, trial.run_id)
+    if not lock.acquire():
+        return Attempt(trial.label, "elsewhere")
+    try:
+        if find_record(results_dir, trial.config) is not None:
+            return Attempt(trial.label, "stored")
+        run_trial(trial, dataset, device, results_dir, on_epoch, checkpoint_every=checkpoint_every)
+        return Attempt(trial.label, "trained")
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:          # a crashed trial must not take the finished ones along
+        if not isinstance(err, BenchError):
+            traceback.print_exc(file=sys.stderr)
+        message = failure_message(trial, err)
+        try:
+            write_failure(results_dir, trial, err)
+        except OSError as write_err:
+            message += f" (could not store the failure note: {write_err})"
+        return Attempt(trial.label, "failed", message)
+    finally:
+        lock.release()
 
 
 def failure_message(trial: Trial, err: BaseException) -> str:

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
 from tabulate import tabulate
 from tqdm import tqdm
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import ConfigError
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
-from bench.runner import (TrialLock, failure_message, plan_trials, resolve_device, run_trial,
-                          summarize, write_failure)
+from bench.runner import Attempt, attempt_trial, plan_trials, resolve_device, summarize
 
 
 def load_datasets(names: list[str], data_dir: str | None):
@@ -81,20 +79,20 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  to run  {trial.label}")
         return 0
     by_name = {d.name: d for d in datasets}
-    failures, elsewhere = [], []
-    bar = tqdm(plan.trials, desc="trials", unit="trial", disable=args.no_progress or not plan.trials)
-    for trial in bar:
-        bar.set_postfix_str(f"{trial.model}/{trial.dataset}/run {trial.run}")
-        lock = TrialLock(args.results_dir, trial.run_id)
-        if not lock.acquire():
-            elsewhere.append(trial.label)
-            continue
-        try:
-            if find_record(args.results_dir, trial.config) is not None:
-                continue        # another runner finished it meanwhile
-            run_one(trial, by_name[trial.dataset], device, args, failures)
-        finally:
-            lock.release()
+    if args.jobs not in (None, 1) or args.per_gpu is not None or args.backend != "loky":
+        from bench.parallel import run_parallel
+        attempts = run_parallel(plan.trials, args, device)
+    else:
+        attempts = []
+        bar = tqdm(plan.trials, desc="trials", unit="trial",
+                   disable=args.no_progress or not plan.trials)
+        for trial in bar:
+            bar.set_postfix_str(f"{trial.model}/{trial.dataset}/run {trial.run}")
+            attempts.append(run_one(trial, by_name[trial.dataset], device, args))
+            if attempts[-1].status == "failed":
+                tqdm.write(f"FAILED {attempts[-1].message}", file=sys.stderr)
+    failures = [a.message for a in attempts if a.status == "failed"]
+    elsewhere = [a.label for a in attempts if a.status == "elsewhere"]
     records = [r for t in plan.trials + plan.stored
                if (r := find_record(args.results_dir, t.config)) is not None]
     rows = summarize(records)
@@ -110,8 +108,8 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def run_one(trial, dataset, device, args, failures: list[str]) -> None:
-    """Run one trial; a failure is noted (on screen and beside the records) and the run goes on."""
+def run_one(trial, dataset, device, args) -> Attempt:
+    """Run one trial in this process, with a progress bar over its epochs."""
     epochs = tqdm(total=trial.config["params"]["epochs"], desc=f"  {trial.model}", unit="ep",
                   leave=False, disable=args.no_progress)
 
@@ -123,18 +121,7 @@ def run_one(trial, dataset, device, args, failures: list[str]) -> None:
                 shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
         epochs.set_postfix(shown)
     try:
-        run_trial(trial, dataset, device, args.results_dir, on_epoch,
-                  checkpoint_every=args.checkpoint_every)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:          # a crashed trial must not take the finished ones along
-        if not isinstance(err, BenchError):
-            traceback.print_exc(file=sys.stderr)
-        failures.append(failure_message(trial, err))
-        tqdm.write(f"FAILED {failures[-1]}", file=sys.stderr)
-        try:
-            write_failure(args.results_dir, trial, err)
-        except OSError as write_err:
-            tqdm.write(f"(could not store the failure note: {write_err})", file=sys.stderr)
+        return attempt_trial(trial, dataset, device, args.results_dir, on_epoch,
+                             checkpoint_every=args.checkpoint_every)
     finally:
         epochs.close()
