@@ -81,14 +81,30 @@ class Graph:
 
 
 class _Propagate(torch.autograd.Function):
+    """graph @ x with the explicitly stored transpose in backward. Under ``torch.func.vmap`` (the
+    seed-batched trainer) the seeds' tables become column blocks of one product."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, graph: Graph) -> torch.Tensor:
-        ctx.graph = graph
+    def forward(x: torch.Tensor, graph: Graph) -> torch.Tensor:
         return torch.sparse.mm(graph.forward_csr, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.graph = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return torch.sparse.mm(ctx.graph.transpose_csr, grad.contiguous()), None
+
+    @staticmethod
+    def vmap(info, in_dims, x: torch.Tensor, graph: Graph):
+        seeds_dim = in_dims[0]
+        if seeds_dim is None:
+            return _Propagate.apply(x, graph), None
+        rows_first = x.movedim(seeds_dim, 1)             # [N, S, d...]
+        flat = rows_first.reshape(rows_first.shape[0], -1).contiguous()
+        out = _Propagate.apply(flat, graph)
+        return out.reshape(rows_first.shape), 1
 
 
 def torch_graph(dataset: MultiBehaviorDataset, view: str, norm: str, k: int | None = None,
@@ -101,6 +117,6 @@ def torch_graph(dataset: MultiBehaviorDataset, view: str, norm: str, k: int | No
 def propagate(graph: Graph, x: torch.Tensor) -> torch.Tensor:
     """Sparse graph times dense rows. Every model propagates through here, so that batching over
     seeds (several column blocks at once) can be added in one place."""
-    if x.requires_grad:
+    if x.requires_grad or torch._C._functorch.is_batchedtensor(x):
         return _Propagate.apply(x, graph)
     return torch.sparse.mm(graph.forward_csr, x)

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -42,10 +42,13 @@ class TrainOutcome:
     seconds_evaluating: float = 0.0
 
 
-def make_optimizer(model: Model, cfg: dict, steps_per_epoch: int, n_users: int):
+def make_optimizer(model: Model | Iterable[torch.Tensor], cfg: dict, steps_per_epoch: int,
+                   n_users: int):
     """Adam with the TF family's staircase decay per optimizer step:
-    lr * lr_decay ** floor(step / decay_steps), decay_steps defaulting to users // batch_size."""
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
+    lr * lr_decay ** floor(step / decay_steps), decay_steps defaulting to users // batch_size.
+    ``model`` is a model or the parameters to train."""
+    params = model.parameters() if isinstance(model, torch.nn.Module) else model
+    opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=cfg["lr"])
     decay_steps = cfg["decay_steps"] or max(1, n_users // cfg["batch_size"])
     schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=decay_steps, gamma=cfg["lr_decay"])
     return opt, schedule
@@ -105,6 +108,116 @@ def _raise_oom(describe: str, epoch: int, cfg: dict, err: BaseException):
                         "or run on a larger device or on --device cpu") from err
 
 
+class TrialProgress:
+    """One trial's bookkeeping across epochs: evaluations on the protocol's schedule, the best
+    state so far, the learning curves and, at the end, the reported test evaluations. Shared by
+    ``train`` and the seed-batched trainer, which keeps one per seed."""
+
+    def __init__(self, model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
+                 device: torch.device, epochs: int, eval_kwargs: dict | None = None) -> None:
+        if protocol not in PROTOCOLS:
+            raise TrainingError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
+        self.model, self.dataset, self.cfg = model, dataset, cfg
+        self.protocol, self.device, self.epochs = protocol, device, epochs
+        self.final_kwargs = dict(eval_kwargs or {})
+        self.ks = self.final_kwargs.get("ks", (10,))
+        self.outcome = TrainOutcome(reported={}, selected_epoch={})
+        self.test_epochs = paper_test_epochs(cfg) if protocol == "paper" else set()
+        self.best_value, self.best_epoch, self.best_state = -math.inf, -1, None
+        self.bad_checks, self.stopped = 0, False
+
+    def run_eval(self, split: str, full: bool = False) -> dict[str, EvalResult]:
+        started = time.perf_counter()
+        kwargs = self.final_kwargs if full else {"ks": tuple(sorted(set(self.ks) | {10})),
+                                                 "protocols": ("full",), "rules": ("default",)}
+        results = evaluate_all(self.model.scorer(), self.dataset, split=split, device=self.device,
+                               **kwargs)
+        self.outcome.seconds_evaluating += time.perf_counter() - started
+        return results
+
+    def end_epoch(self, epoch: int, loss_sum, parts_sum: dict, steps: int, seconds: float,
+                  describe: str = "") -> dict[str, Any]:
+        """Record a trained epoch (sums over its steps, on the device), evaluate it if the
+        schedule says so, and return its curve point."""
+        total = float(loss_sum) if loss_sum is not None else 0.0
+        if not math.isfinite(total):
+            raise TrainingError(f"{describe}: non-finite training loss ({total}) at epoch {epoch}; "
+                                "lower 'lr' (--set lr=...) or check the data")
+        self.outcome.seconds_training += seconds
+        point: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1),
+                                 "parts": {k: float(v) / max(steps, 1) for k, v in parts_sum.items()},
+                                 "seconds": round(seconds, 4)}
+        self.outcome.epochs_run = epoch + 1
+        check = None
+        if self.protocol == "paper" and epoch in self.test_epochs:
+            check = ("test", self.run_eval("test"))
+        elif self.protocol == "honest" and (epoch + 1) % self.cfg["eval_every"] == 0:
+            check = ("valid", self.run_eval("valid"))
+        if check is not None:
+            split, results = check
+            point[split] = results["full/default"].metrics
+            value = _selection_value(results)
+            # paper: ties go to the later epoch, as the reference code's `best_HR <= HR`
+            improved = value >= self.best_value if self.protocol == "paper" else value > self.best_value
+            if improved:
+                self.best_value, self.best_epoch = value, epoch
+                self.best_state = copy.deepcopy(self.model.state_dict())
+                self.bad_checks = 0
+            else:
+                self.bad_checks += 1
+        self.outcome.curves.append(point)
+        self.stopped = self.protocol == "honest" and self.bad_checks >= self.cfg["patience"]
+        return point
+
+    def state(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch,
+                "best_state": self.best_state, "bad_checks": self.bad_checks,
+                "curves": self.outcome.curves, "stopped": self.stopped,
+                "seconds_training": self.outcome.seconds_training,
+                "seconds_evaluating": self.outcome.seconds_evaluating}
+
+    def restore(self, saved: dict[str, Any]) -> int:
+        """Continue from a checkpoint's state; returns the first epoch still to train."""
+        self.best_value, self.best_epoch = saved["best_value"], saved["best_epoch"]
+        self.best_state, self.bad_checks = saved["best_state"], saved["bad_checks"]
+        self.stopped = saved.get("stopped", False)
+        first_epoch = saved["epoch"] + 1
+        self.outcome.curves = saved["curves"]
+        self.outcome.seconds_training = saved["seconds_training"]
+        self.outcome.seconds_evaluating = saved["seconds_evaluating"]
+        self.outcome.epochs_run = first_epoch
+        self.outcome.resumed_from = first_epoch
+        return first_epoch
+
+    def finish(self) -> TrainOutcome:
+        """The reported test evaluations: best-on-test and last (paper), or the
+        validation-selected weights once (honest)."""
+        outcome, model = self.outcome, self.model
+        if self.protocol == "paper":
+            last = self.run_eval("test", full=True)
+            outcome.reported["last"] = last
+            outcome.selected_epoch["last"] = self.epochs
+            outcome.curves.append({"epoch": self.epochs, "test": last["full/default"].metrics})
+            if _selection_value(last) >= self.best_value:
+                outcome.reported["best_test"] = last
+                outcome.selected_epoch["best_test"] = self.epochs
+            else:
+                model.load_state_dict(self.best_state)
+                outcome.reported["best_test"] = self.run_eval("test", full=True)
+                outcome.selected_epoch["best_test"] = self.best_epoch
+        else:
+            best_epoch = self.best_epoch
+            if self.best_state is not None:
+                model.load_state_dict(self.best_state)
+            else:   # never checked on validation (no training, or fewer epochs than eval_every)
+                best_epoch = outcome.epochs_run - 1
+            outcome.reported["valid"] = self.run_eval("valid", full=True)
+            outcome.reported["valid_selected"] = self.run_eval("test", full=True)
+            outcome.selected_epoch["valid_selected"] = best_epoch
+            outcome.selected_epoch["valid"] = best_epoch
+        return outcome
+
+
 def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
           sampling: torch.Generator, device: torch.device, describe: str = "",
           eval_kwargs: dict | None = None,
@@ -117,17 +230,13 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
     is saved every ``checkpoint.every`` epochs and a saved state is resumed."""
     if protocol not in PROTOCOLS:
         raise TrainingError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
-    final_kwargs = dict(eval_kwargs or {})
-    ks = final_kwargs.get("ks", (10,))
     sampler = make_sampler(model, dataset, cfg, device)
     epochs = cfg["epochs"] if sampler is not None else 0
-    outcome = TrainOutcome(reported={}, selected_epoch={})
+    progress = TrialProgress(model, dataset, cfg, protocol, device, epochs, eval_kwargs)
     opt = schedule = None
     if sampler is not None:
         opt, schedule = make_optimizer(model, cfg, sampler.steps_per_epoch(), dataset.n_users)
-    test_epochs = paper_test_epochs(cfg) if protocol == "paper" else set()
-    best_value, best_epoch, best_state = -math.inf, -1, None
-    bad_checks, first_epoch = 0, 0
+    first_epoch = 0
 
     saved = checkpoint.load(device) if checkpoint is not None and sampler is not None else None
     if saved is not None:
@@ -137,25 +246,10 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
         sampling.set_state(saved["sampling"].to(sampling.device) if sampling.device.type != "cpu"
                            else saved["sampling"].cpu())
         torch.set_rng_state(saved["torch_rng"].cpu())
-        best_value, best_epoch, best_state = saved["best_value"], saved["best_epoch"], saved["best_state"]
-        bad_checks, first_epoch = saved["bad_checks"], saved["epoch"] + 1
-        outcome.curves = saved["curves"]
-        outcome.seconds_training = saved["seconds_training"]
-        outcome.seconds_evaluating = saved["seconds_evaluating"]
-        outcome.epochs_run = first_epoch
-        outcome.resumed_from = first_epoch
+        first_epoch = progress.restore(saved)
 
-    def run_eval(split: str, full: bool = False) -> dict[str, EvalResult]:
-        started = time.perf_counter()
-        kwargs = final_kwargs if full else {"ks": tuple(sorted(set(ks) | {10})),
-                                             "protocols": ("full",), "rules": ("default",)}
-        results = evaluate_all(model.scorer(), dataset, split=split, device=device, **kwargs)
-        outcome.seconds_evaluating += time.perf_counter() - started
-        return results
-
-    stopped = saved is not None and saved.get("stopped", False)
     for epoch in range(first_epoch, epochs):
-        if stopped:
+        if progress.stopped:
             break
         started = time.perf_counter()
         model.train()
@@ -174,65 +268,13 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
                 steps += 1
         except torch.cuda.OutOfMemoryError as err:
             _raise_oom(describe, epoch, cfg, err)
-        total = float(loss_sum) if loss_sum is not None else 0.0
-        if not math.isfinite(total):
-            raise TrainingError(f"{describe}: non-finite training loss ({total}) at epoch {epoch}; "
-                                "lower 'lr' (--set lr=...) or check the data")
-        outcome.seconds_training += time.perf_counter() - started
-        point: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1),
-                                 "parts": {k: float(v) / max(steps, 1) for k, v in parts_sum.items()},
-                                 "seconds": round(time.perf_counter() - started, 4)}
-        outcome.epochs_run = epoch + 1
-        check = None
-        if protocol == "paper" and epoch in test_epochs:
-            check = ("test", run_eval("test"))
-        elif protocol == "honest" and (epoch + 1) % cfg["eval_every"] == 0:
-            check = ("valid", run_eval("valid"))
-        if check is not None:
-            split, results = check
-            point[split] = results["full/default"].metrics
-            value = _selection_value(results)
-            # paper: ties go to the later epoch, as the reference code's `best_HR <= HR`
-            improved = value >= best_value if protocol == "paper" else value > best_value
-            if improved:
-                best_value, best_epoch = value, epoch
-                best_state = copy.deepcopy(model.state_dict())
-                bad_checks = 0
-            else:
-                bad_checks += 1
-        outcome.curves.append(point)
+        point = progress.end_epoch(epoch, loss_sum, parts_sum, steps,
+                                   time.perf_counter() - started, describe)
         if on_epoch:
             on_epoch(point)
-        stopped = protocol == "honest" and bad_checks >= cfg["patience"]
-        if checkpoint is not None and ((epoch + 1) % checkpoint.every == 0 or stopped):
+        if checkpoint is not None and ((epoch + 1) % checkpoint.every == 0 or progress.stopped):
             checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                              "schedule": schedule.state_dict(), "sampling": sampling.get_state(),
                              "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                             "best_value": best_value, "best_epoch": best_epoch,
-                             "best_state": best_state, "bad_checks": bad_checks,
-                             "curves": outcome.curves, "stopped": stopped,
-                             "seconds_training": outcome.seconds_training,
-                             "seconds_evaluating": outcome.seconds_evaluating})
-
-    if protocol == "paper":
-        last = run_eval("test", full=True)
-        outcome.reported["last"] = last
-        outcome.selected_epoch["last"] = epochs
-        outcome.curves.append({"epoch": epochs, "test": last["full/default"].metrics})
-        if _selection_value(last) >= best_value:
-            outcome.reported["best_test"] = last
-            outcome.selected_epoch["best_test"] = epochs
-        else:
-            model.load_state_dict(best_state)
-            outcome.reported["best_test"] = run_eval("test", full=True)
-            outcome.selected_epoch["best_test"] = best_epoch
-    else:
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        else:   # never checked on validation (no training, or fewer epochs than eval_every)
-            best_epoch = outcome.epochs_run - 1
-        outcome.reported["valid"] = run_eval("valid", full=True)
-        outcome.reported["valid_selected"] = run_eval("test", full=True)
-        outcome.selected_epoch["valid_selected"] = best_epoch
-        outcome.selected_epoch["valid"] = best_epoch
-    return outcome
+                             **progress.state()})
+    return progress.finish()
