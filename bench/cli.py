@@ -42,6 +42,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=5, metavar="EPOCHS",
                    help="save training state every EPOCHS epochs so a killed run resumes (0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--seed-batch", action="store_true",
+                   help="train the runs (seeds) of one model and dataset together as one batched "
+                        "model (paper protocol): the same per-run results, one process")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="trials run in N parallel worker processes (-1: one per CPU, or every "
                         "cluster worker); default 1, in this process")

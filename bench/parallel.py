@@ -33,9 +33,9 @@ BACKENDS = ("loky", "dask", "ray")
 
 @dataclass(frozen=True)
 class TrialTask:
-    """Everything a worker needs to run one trial (small and picklable)."""
+    """Everything a worker needs to run one trial or one seed batch (small and picklable)."""
 
-    trial: Trial
+    trials: tuple[Trial, ...]
     device: str
     data_dir: str | None
     results_dir: str
@@ -81,14 +81,19 @@ def _worker_setup(plugins: tuple[str, ...]) -> None:
         load_plugin(plugin)
 
 
-def run_task(task: TrialTask) -> Attempt:
-    """Run one trial in a worker process (a joblib task)."""
+def run_task(task: TrialTask) -> list[Attempt]:
+    """Run one trial or seed batch in a worker process (a joblib task)."""
+    from bench.seed_groups import attempt_group
     _worker_setup(task.plugins)
     # several trials share the machine's cores: one thread each unless told otherwise
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
-    dataset = _worker_dataset(task.trial.dataset, task.data_dir)
-    return attempt_trial(task.trial, dataset, torch.device(task.device), Path(task.results_dir),
+    dataset = _worker_dataset(task.trials[0].dataset, task.data_dir)
+    device, results_dir = torch.device(task.device), Path(task.results_dir)
+    if len(task.trials) == 1:
+        return [attempt_trial(task.trials[0], dataset, device, results_dir,
+                              checkpoint_every=task.checkpoint_every)]
+    return attempt_group(task.trials, dataset, device, results_dir,
                          checkpoint_every=task.checkpoint_every)
 
 
@@ -120,9 +125,10 @@ def _connect(backend: str, scheduler: str | None):
     return None
 
 
-def run_parallel(trials: Sequence[Trial], args: argparse.Namespace,
+def run_parallel(groups: Sequence[Sequence[Trial]], args: argparse.Namespace,
                  device: torch.device) -> list[Attempt]:
-    """Run ``trials`` on ``args.jobs`` workers of ``args.backend``; one progress bar over trials."""
+    """Run the trial ``groups`` (single trials or seed batches) on ``args.jobs`` workers of
+    ``args.backend``; one progress bar over trials."""
     import joblib
     if args.backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{args.backend}'; choose one of {', '.join(BACKENDS)}")
@@ -130,26 +136,27 @@ def run_parallel(trials: Sequence[Trial], args: argparse.Namespace,
     jobs = worker_count(args.jobs, args.per_gpu, device, n_gpus)
     if args.backend != "loky" and args.jobs is None and args.per_gpu is None:
         jobs = -1          # every worker of the cluster
-    devices = trial_devices(len(trials), device, n_gpus)
+    devices = trial_devices(len(groups), device, n_gpus)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).resolve())
-    tasks = [TrialTask(trial, dev, data_dir, str(Path(args.results_dir).resolve()),
+    tasks = [TrialTask(tuple(group), dev, data_dir, str(Path(args.results_dir).resolve()),
                        args.checkpoint_every, tuple(args.plugin))
-             for trial, dev in zip(trials, devices)]
+             for group, dev in zip(groups, devices)]
     if not tasks:
         return []
     client = _connect(args.backend, args.scheduler)
     attempts: list[Attempt] = []
-    bar = tqdm(total=len(tasks), desc=f"trials ({args.backend}, {jobs} jobs)", unit="trial",
-               disable=args.no_progress)
+    bar = tqdm(total=sum(len(t.trials) for t in tasks), unit="trial",
+               desc=f"trials ({args.backend}, {jobs} jobs)", disable=args.no_progress)
     try:
         with joblib.parallel_config(backend=args.backend, n_jobs=jobs):
-            results: Iterator[Attempt] = joblib.Parallel(return_as="generator_unordered")(
+            results: Iterator[list[Attempt]] = joblib.Parallel(return_as="generator_unordered")(
                 joblib.delayed(run_task)(task) for task in tasks)
-            for attempt in results:
-                attempts.append(attempt)
-                bar.update(1)
-                if attempt.status == "failed":
-                    tqdm.write(f"FAILED {attempt.message}")
+            for done in results:
+                attempts += done
+                bar.update(len(done))
+                for attempt in done:
+                    if attempt.status == "failed":
+                        tqdm.write(f"FAILED {attempt.message}")
     finally:
         bar.close()
         if client is not None:

@@ -19,6 +19,7 @@ from bench.models.registry import build_model, get_model
 from bench.records import atomic_write_bytes, command_line, environment, git_commit
 from bench.runner import peak_rss_mb
 from bench.train.samplers import make_sampler
+from bench.train.seed_batch import RandomStreams, SeedBatch
 from bench.train.seeds import derive_seed, generator
 from bench.train.trainer import make_optimizer
 
@@ -49,28 +50,40 @@ def time_evaluation(score_fn, dataset: MultiBehaviorDataset, device: torch.devic
 
 
 def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, steps: int,
-               overrides: dict[str, Any] | None = None, repeats: int = 3) -> dict[str, Any]:
+               overrides: dict[str, Any] | None = None, repeats: int = 3,
+               seed_batch: int = 1) -> dict[str, Any]:
+    """Median seconds per training step (and the epoch estimate), full-evaluation seconds.
+    ``seed_batch`` > 1 times one step of that many runs trained together (``--seed-batch``)."""
     spec = get_model(name)
     cfg = spec.resolve(dataset.name, dataset.n_behaviors, overrides or {})
-    seed = lambda purpose: derive_seed(0, dataset.name, 0, purpose)
+    seed = lambda run, purpose: derive_seed(0, dataset.name, run, purpose)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    model = build_model(spec, dataset, cfg, device, generator(seed("init")))
-    out: dict[str, Any] = {"model": name, "params": cfg, "model_version": spec.code_version()}
-    sampler = make_sampler(model, dataset, cfg, device)
-    if sampler is not None:
-        opt, schedule = make_optimizer(model, cfg, sampler.steps_per_epoch(), dataset.n_users)
-        gen = generator(seed("sampling"), device)
-        batches = sampler.epoch(gen)
+    models = [build_model(spec, dataset, cfg, device, generator(seed(run, "init")))
+              for run in range(max(seed_batch, 1))]
+    model = models[0]
+    label = name if seed_batch <= 1 else f"{name}-x{seed_batch}"
+    out: dict[str, Any] = {"model": label, "params": cfg, "model_version": spec.code_version(),
+                           "seed_batch": seed_batch}
+    samplers = [make_sampler(m, dataset, cfg, device) for m in models]
+    if samplers[0] is not None:
+        if seed_batch > 1:
+            batch = SeedBatch(models)
+            streams = RandomStreams([RandomStreams.capture(device)] * seed_batch, device)
+            opt, schedule = make_optimizer(batch.parameters(), cfg, samplers[0].steps_per_epoch(),
+                                           dataset.n_users)
+        else:
+            opt, schedule = make_optimizer(model, cfg, samplers[0].steps_per_epoch(),
+                                           dataset.n_users)
+        gens = [generator(seed(run, "sampling"), device) for run in range(len(models))]
+        streams_of_batches = [_endless(smp, g) for smp, g in zip(samplers, gens)]
 
         def step():
-            nonlocal batches
-            try:
-                batch = next(batches)
-            except StopIteration:
-                batches = sampler.epoch(gen)
-                batch = next(batches)
-            loss, _ = model.loss(batch)
+            batches = [next(b) for b in streams_of_batches]
+            if seed_batch > 1:
+                loss = torch.stack([t for t, _ in batch.losses(batches, streams)]).sum()
+            else:
+                loss, _ = model.loss(batches[0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -80,12 +93,21 @@ def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, s
         per_step = statistics.median(step_times)
         out.update({"steps_timed": steps, "seconds_per_step_median": per_step,
                     "seconds_per_step_mean": statistics.fmean(step_times),
-                    "steps_per_epoch": sampler.steps_per_epoch(),
-                    "seconds_per_epoch_estimate": per_step * sampler.steps_per_epoch()})
+                    "steps_per_epoch": samplers[0].steps_per_epoch(),
+                    "seconds_per_epoch_estimate": per_step * samplers[0].steps_per_epoch()})
+        if seed_batch > 1:
+            out.update({"seed_batch_mode": batch.mode,
+                        "seconds_per_step_per_seed": per_step / seed_batch})
+            batch.sync_models()
     eval_times = time_evaluation(model.scorer(), dataset, device, repeats)
     out.update({"evaluation_seconds_median": statistics.median(eval_times),
                 "evaluation_seconds": eval_times, "evaluated_users": len(dataset.eval_users())})
     return out
+
+
+def _endless(sampler, gen):
+    while True:
+        yield from sampler.epoch(gen)
 
 
 def perf_random_scorer(dataset: MultiBehaviorDataset, device: torch.device, dim: int = 64,

@@ -28,7 +28,7 @@ from bench.models.registry import ModelSpec, build_model, get_model
 from bench.records import (RECORD_FORMAT, atomic_write_bytes, command_line, config_hash,
                            environment, find_record, git_commit, record_path, write_record)
 from bench.train.seeds import derive_seed, generator
-from bench.train.trainer import PROTOCOLS, Checkpoint, train
+from bench.train.trainer import PROTOCOLS, Checkpoint, TrainOutcome, train
 
 DEFAULT_EVAL = {"ks": [10, 20], "protocols": ["full", "sampled"], "rules": ["default", "paper"],
                 "n_negatives": 99}
@@ -146,7 +146,7 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
     Training state is checkpointed every ``checkpoint_every`` epochs (0: never) and a trial
     interrupted earlier resumes from its checkpoint."""
     config = trial.config
-    seed = lambda purpose: derive_seed(config["base_seed"], trial.dataset, trial.run, purpose)
+    seed = lambda purpose: trial_seed(trial, purpose)
     # models that draw from torch's global generator (dropout) get a per-trial stream too
     torch.manual_seed(seed("dropout"))
     checkpoint = None
@@ -167,6 +167,21 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
                     generator(seed("sampling"), device), device, describe=trial.label,
                     eval_kwargs=evaluation, on_epoch=on_epoch, checkpoint=checkpoint)
     wall = time.perf_counter() - started
+    record = store_outcome(trial, outcome, wall, device, results_dir)
+    if checkpoint is not None:
+        checkpoint.remove()
+    return record
+
+
+def trial_seed(trial: Trial, purpose: str) -> int:
+    """The trial's seed for one purpose (init, sampling, dropout, holdout, evaluation)."""
+    return derive_seed(trial.config["base_seed"], trial.dataset, trial.run, purpose)
+
+
+def store_outcome(trial: Trial, outcome: TrainOutcome, wall: float, device: torch.device,
+                  results_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the trial's record (and per-user values) atomically; returns the record."""
+    config = trial.config
     metrics, per_user = {}, {}
     for selection, results in outcome.reported.items():
         metrics[selection] = {label: r.metrics for label, r in results.items()}
@@ -194,14 +209,13 @@ def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
                    if device.type == "cuda" else None},
         "environment": environment(str(device)), "git_commit": git_commit(),
         "command": command_line(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
     }
     with deferred_interrupts():
         write_record(results_dir, record, per_user)
         failed = failure_path(results_dir, trial)
         if failed.exists():
             failed.unlink()
-    if checkpoint is not None:
-        checkpoint.remove()
     return record
 
 

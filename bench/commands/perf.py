@@ -21,6 +21,8 @@ def add_perf_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed full evaluations")
     p.add_argument("--random-scorer", type=int, metavar="DIM",
                    help="also time the evaluator alone with a random DIM-d dot-product scorer")
+    p.add_argument("--seed-batch", type=int, default=1, metavar="S",
+                   help="time steps of S runs trained together as one batched model")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--results-dir", default="results")
@@ -34,8 +36,8 @@ def command_perf(args: argparse.Namespace) -> int:
         load_plugin(plugin)
     if not args.models and args.random_scorer is None:
         raise ConfigError("give --models and/or --random-scorer DIM")
-    if args.steps < 1 or args.repeats < 1:
-        raise ConfigError("--steps and --repeats must be at least 1")
+    if args.steps < 1 or args.repeats < 1 or args.seed_batch < 1:
+        raise ConfigError("--steps, --repeats and --seed-batch must be at least 1")
     for name in args.models:
         get_model(name)
     overrides = parse_overrides(args)
@@ -47,7 +49,8 @@ def command_perf(args: argparse.Namespace) -> int:
             measurements.append(perf_random_scorer(dataset, device, args.random_scorer, args.repeats))
         for name in args.models:
             own = {k: v for k, v in overrides.items() if k in get_model(name).param_specs()}
-            measurements.append(perf_model(name, dataset, device, args.steps, own, args.repeats))
+            measurements.append(perf_model(name, dataset, device, args.steps, own, args.repeats,
+                                           args.seed_batch))
         for m in measurements:
             path = write_perf_record(args.results_dir, dataset, device, m)
             rows.append((dataset.name, m["model"], m.get("seconds_per_step_median"),

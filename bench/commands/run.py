@@ -12,6 +12,7 @@ from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
 from bench.runner import Attempt, attempt_trial, plan_trials, resolve_device, summarize
+from bench.seed_groups import attempt_group, seed_groups
 
 
 def load_datasets(names: list[str], data_dir: str | None):
@@ -79,18 +80,25 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  to run  {trial.label}")
         return 0
     by_name = {d.name: d for d in datasets}
+    groups = seed_groups(plan.trials) if args.seed_batch else [[t] for t in plan.trials]
     if args.jobs not in (None, 1) or args.per_gpu is not None or args.backend != "loky":
         from bench.parallel import run_parallel
-        attempts = run_parallel(plan.trials, args, device)
+        attempts = run_parallel(groups, args, device)
     else:
         attempts = []
-        bar = tqdm(plan.trials, desc="trials", unit="trial",
+        bar = tqdm(total=len(plan.trials), desc="trials", unit="trial",
                    disable=args.no_progress or not plan.trials)
-        for trial in bar:
-            bar.set_postfix_str(f"{trial.model}/{trial.dataset}/run {trial.run}")
-            attempts.append(run_one(trial, by_name[trial.dataset], device, args))
-            if attempts[-1].status == "failed":
-                tqdm.write(f"FAILED {attempts[-1].message}", file=sys.stderr)
+        for group in groups:
+            first = group[0]
+            bar.set_postfix_str(f"{first.model}/{first.dataset}/run "
+                                f"{','.join(str(t.run) for t in group)}")
+            done = run_group(group, by_name[first.dataset], device, args)
+            for attempt in done:
+                if attempt.status == "failed":
+                    tqdm.write(f"FAILED {attempt.message}", file=sys.stderr)
+            attempts += done
+            bar.update(len(group))
+        bar.close()
     failures = [a.message for a in attempts if a.status == "failed"]
     elsewhere = [a.label for a in attempts if a.status == "elsewhere"]
     records = [r for t in plan.trials + plan.stored
@@ -108,12 +116,15 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def run_one(trial, dataset, device, args) -> Attempt:
-    """Run one trial in this process, with a progress bar over its epochs."""
-    epochs = tqdm(total=trial.config["params"]["epochs"], desc=f"  {trial.model}", unit="ep",
-                  leave=False, disable=args.no_progress)
+def run_group(trials, dataset, device, args) -> list[Attempt]:
+    """Run one trial, or a seed batch of trials, in this process with a bar over epochs."""
+    size = f" x{len(trials)}" if len(trials) > 1 else ""
+    epochs = tqdm(total=trials[0].config["params"]["epochs"], desc=f"  {trials[0].model}{size}",
+                  unit="ep", leave=False, disable=args.no_progress)
 
-    def on_epoch(point):
+    def on_epoch(member, point):
+        if member != 0:
+            return
         epochs.update(1)
         shown = {"loss": f"{point['loss']:.4g}"}
         for split in ("test", "valid"):
@@ -121,7 +132,11 @@ def run_one(trial, dataset, device, args) -> Attempt:
                 shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
         epochs.set_postfix(shown)
     try:
-        return attempt_trial(trial, dataset, device, args.results_dir, on_epoch,
+        if len(trials) == 1:
+            return [attempt_trial(trials[0], dataset, device, args.results_dir,
+                                  lambda point: on_epoch(0, point),
+                                  checkpoint_every=args.checkpoint_every)]
+        return attempt_group(trials, dataset, device, args.results_dir, on_epoch,
                              checkpoint_every=args.checkpoint_every)
     finally:
         epochs.close()

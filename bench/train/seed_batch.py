@@ -45,24 +45,28 @@ class _EncoderLosses(nn.Module):
 
 
 class RandomStreams:
-    """Each seed's own state of torch's global generator(s), swapped in around its computations,
+    """Each seed's own state of torch's global generators, swapped in around its computations,
     so that models drawing from them (dropout) see the streams of a separate run."""
 
-    def __init__(self, states: Sequence[torch.Tensor], device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.states = [s.clone() for s in states]
-        self.cuda_states = [torch.cuda.get_rng_state(device) for _ in states] if self.cuda else []
+    def __init__(self, states: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+                 device: torch.device) -> None:
+        self.states = [(cpu.clone(), None if cuda is None else cuda.clone()) for cpu, cuda in states]
         self.device = device
 
+    @staticmethod
+    def capture(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The current state of torch's global generators (CPU, and the device's for CUDA)."""
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
     def enter(self, seed: int) -> None:
-        torch.set_rng_state(self.states[seed])
-        if self.cuda:
-            torch.cuda.set_rng_state(self.cuda_states[seed], self.device)
+        cpu, cuda = self.states[seed]
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
 
     def leave(self, seed: int) -> None:
-        self.states[seed] = torch.get_rng_state()
-        if self.cuda:
-            self.cuda_states[seed] = torch.cuda.get_rng_state(self.device)
+        self.states[seed] = self.capture(self.device)
 
 
 class SeedBatch:
@@ -161,19 +165,23 @@ class SeedBatch:
 
 
 def train_seed_batch(models: Sequence[Model], dataset: MultiBehaviorDataset, cfg: dict,
-                     samplings: Sequence[torch.Generator], rng_states: Sequence[torch.Tensor],
-                     device: torch.device, describe: str = "", eval_kwargs: dict | None = None,
+                     samplings: Sequence[torch.Generator],
+                     rng_states: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+                     device: torch.device, describe: str = "",
+                     eval_kwargs: Sequence[dict | None] | None = None,
                      on_epoch: Callable[[int, dict], None] | None = None,
                      fuse: bool = True) -> tuple[list[TrainOutcome], dict[str, Any]]:
     """Train S models of one configuration together under the paper protocol.
 
-    ``samplings[s]`` and ``rng_states[s]`` are run s's sampling generator and global torch
-    random state, as a separate run would use them. Returns each run's outcome (as ``train``
+    ``samplings[s]``, ``rng_states[s]`` (``RandomStreams.capture()``) and ``eval_kwargs[s]`` are
+    run s's sampling generator, global random state and evaluation settings, as a separate run
+    would use them. Returns each run's outcome (as ``train``
     returns it) and a description of the batching (seeds, mode, shared seconds per epoch)."""
     samplers = [make_sampler(m, dataset, cfg, device) for m in models]
+    eval_kwargs = list(eval_kwargs) if eval_kwargs is not None else [None] * len(models)
     progresses = [TrialProgress(m, dataset, cfg, "paper", device,
-                                cfg["epochs"] if sampler is not None else 0, eval_kwargs)
-                  for m, sampler in zip(models, samplers)]
+                                cfg["epochs"] if sampler is not None else 0, kwargs)
+                  for m, sampler, kwargs in zip(models, samplers, eval_kwargs)]
     info: dict[str, Any] = {"seeds": len(models), "mode": "none", "seconds_per_epoch": 0.0}
     if any(sampler is None for sampler in samplers):
         return [p.finish() for p in progresses], info

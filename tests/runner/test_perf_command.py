@@ -1,0 +1,37 @@
+"""`bench perf`: speed records with the device, for one run or a seed batch."""
+from __future__ import annotations
+
+import json
+
+from bench.cli import main
+
+
+def perf_records(folder):
+    return [json.loads(p.read_text()) for p in sorted((folder / "perf" / "demo").glob("*.json"))]
+
+
+def test_perf_writes_a_record_per_measurement(tmp_path, capsys):
+    code = main(["perf", "--models", "copf", "--datasets", "demo", "--device", "cpu", "--steps", "2",
+                 "--repeats", "1", "--random-scorer", "16", "--results-dir", str(tmp_path)])
+    assert code == 0
+    records = {r["measurement"]["model"]: r for r in perf_records(tmp_path)}
+    assert set(records) == {"copf", "random-dot-16"}
+    copf = records["copf"]
+    assert copf["kind"] == "perf" and copf["environment"]["device"] == "cpu"
+    m = copf["measurement"]
+    assert m["steps_timed"] == 2 and m["seconds_per_step_median"] > 0
+    assert m["seconds_per_epoch_estimate"] == m["seconds_per_step_median"] * m["steps_per_epoch"]
+    assert m["peak_rss_mb"] > 0 and m["evaluated_users"] > 0
+    assert "copf" in capsys.readouterr().out
+
+
+def test_perf_of_a_seed_batch(tmp_path):
+    code = main(["perf", "--models", "lightgcn,mbgcn", "--datasets", "demo", "--device", "cpu",
+                 "--steps", "2", "--repeats", "1", "--seed-batch", "3",
+                 "--results-dir", str(tmp_path)])
+    assert code == 0
+    by_model = {r["measurement"]["model"]: r["measurement"] for r in perf_records(tmp_path)}
+    assert by_model["lightgcn-x3"]["seed_batch_mode"] == "fused"
+    assert by_model["mbgcn-x3"]["seed_batch_mode"] == "looped"
+    m = by_model["lightgcn-x3"]
+    assert m["seconds_per_step_per_seed"] == m["seconds_per_step_median"] / 3
