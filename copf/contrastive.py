@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.kernels import plain
 from bench.models.base import Batch, BehaviorReps, rows
 
 NORM_EPS = 1e-12
@@ -61,7 +62,8 @@ def side_loss(anchor_table: torch.Tensor, aux_table: torch.Tensor, anchors: torc
 
     ``unique=True`` computes each distinct anchor once, weighted by its count; ``False`` is the
     direct form, one row per anchor."""
-    if unique:
+    fast = not plain()
+    if unique and fast:
         ids, counts = torch.unique(anchors, sorted=True, return_counts=True)
         weight = counts.to(anchor_table.dtype)
     else:
@@ -71,7 +73,7 @@ def side_loss(anchor_table: torch.Tensor, aux_table: torch.Tensor, anchors: torc
     aux = F.normalize(aux_table, dim=1, eps=NORM_EPS)
     inv_tau = 1.0 / temperature
     positive = (weight * (anchor * rows(aux, ids)).sum(-1)).sum() * inv_tau
-    if inv_tau <= FAST_MAX_INV_TAU:
+    if fast and inv_tau <= FAST_MAX_INV_TAU:
         normalizer = _WeightedLogSumExp.apply(anchor, aux, weight, inv_tau)
     else:
         normalizer = (weight * torch.logsumexp(anchor @ aux.T * inv_tau, dim=1)).sum()

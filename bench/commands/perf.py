@@ -7,6 +7,7 @@ from tabulate import tabulate
 
 from bench.commands.run import load_datasets, parse_overrides
 from bench.errors import ConfigError
+from bench.kernels import plain_kernels
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.perf import perf_model, perf_random_scorer, write_perf_record
 from bench.runner import resolve_device
@@ -21,6 +22,9 @@ def add_perf_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed full evaluations")
     p.add_argument("--random-scorer", type=int, metavar="DIM",
                    help="also time the evaluator alone with a random DIM-d dot-product scorer")
+    p.add_argument("--plain", action="store_true",
+                   help="time the plain PyTorch forms of the suite's exact fast paths (the "
+                        "baseline they are measured against; see bench/kernels.py)")
     p.add_argument("--seed-batch", type=int, default=1, metavar="S",
                    help="time steps of S runs trained together as one batched model")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
@@ -49,8 +53,13 @@ def command_perf(args: argparse.Namespace) -> int:
             measurements.append(perf_random_scorer(dataset, device, args.random_scorer, args.repeats))
         for name in args.models:
             own = {k: v for k, v in overrides.items() if k in get_model(name).param_specs()}
-            measurements.append(perf_model(name, dataset, device, args.steps, own, args.repeats,
-                                           args.seed_batch))
+            with plain_kernels(args.plain):
+                m = perf_model(name, dataset, device, args.steps, own, args.repeats,
+                               args.seed_batch)
+            m["kernels"] = "plain" if args.plain else "fast"
+            if args.plain:
+                m["model"] += "-plain"
+            measurements.append(m)
         for m in measurements:
             path = write_perf_record(args.results_dir, dataset, device, m)
             rows.append((dataset.name, m["model"], m.get("seconds_per_step_median"),

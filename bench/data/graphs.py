@@ -7,6 +7,7 @@ import torch
 
 from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import ConfigError
+from bench.kernels import plain
 
 NORMALIZATIONS = ("none", "left", "symmetric", "symmetric-eps")
 
@@ -117,6 +118,8 @@ def torch_graph(dataset: MultiBehaviorDataset, view: str, norm: str, k: int | No
 def propagate(graph: Graph, x: torch.Tensor) -> torch.Tensor:
     """Sparse graph times dense rows. Every model propagates through here, so that batching over
     seeds (several column blocks at once) can be added in one place."""
+    if plain() and not torch._C._functorch.is_batchedtensor(x):
+        return torch.sparse.mm(graph.forward_csr, x)      # autograd's own sparse backward
     if x.requires_grad or torch._C._functorch.is_batchedtensor(x):
         return _Propagate.apply(x, graph)
     return torch.sparse.mm(graph.forward_csr, x)

@@ -9,8 +9,8 @@ from bench.experiments import experiment_names, load_experiment
 from bench.experiments.resolve import NOT_REGISTERED, resolve_cell
 from bench.report.paper import paper_table
 
-SHIPPED = ["fig3_layers", "fig4_temperature", "fig5_scaling", "fig6_patterns", "table1",
-           "table2", "table3", "table4", "table5", "table6"]
+SHIPPED = ["copf_taobao_defaults", "fig3_layers", "fig4_temperature", "fig5_scaling",
+           "fig6_patterns", "table1", "table2", "table3", "table4", "table5", "table6"]
 
 
 def test_every_paper_table_and_figure_has_a_file():
@@ -160,7 +160,7 @@ def test_bad_files_fail_with_the_file_and_the_key(tmp_path, text, message):
 
 
 def test_unknown_experiment_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="shipped experiments: fig3_layers"):
+    with pytest.raises(ConfigError, match="shipped experiments: copf_taobao_defaults, fig3_layers"):
         load_experiment("table9")
 
 
