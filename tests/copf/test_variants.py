@@ -4,6 +4,7 @@ except where the spec says two configurations coincide."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ TABLE3 = ["copf-wo-cogcn", "copf-p", "copf-a", "copf-d", "copf-f", "copf-c", "co
 TABLE4 = ["copf-agg-none", "copf-agg-sum", "copf-agg-linear", "copf-agg-vanilla",
           "copf-agg-projection"]
 EXPECTED = ["copf"] + TABLE3 + TABLE4
+REPO = Path(__file__).resolve().parents[2]
 
 # Registered names whose one-step target scores coincide, by the spec (none among the 20 names):
 COINCIDING: set[frozenset] = set()
@@ -131,3 +133,26 @@ def test_one_step_gives_pairwise_different_scores(setting):
             assert diff > 1e-5 * scale, (a, b, diff, scale)
     for (a, oa), (b, ob) in SAME_MODEL:
         assert torch.equal(_scores(a, setting, **oa), _scores(b, setting, **ob)), (a, b)
+
+
+def test_taobao_defaults_are_the_validation_best_of_the_committed_sweep():
+    """copf's inferred Taobao defaults (tau, layers) come from the sweep stored under results/
+    (bench/experiments/copf_taobao_defaults.toml, honest protocol, selected on validation)."""
+    from bench.experiments import load_experiment
+    from bench.records import iter_records
+    experiment = load_experiment("copf_taobao_defaults")
+    swept = [dict(row.params) for row in experiment.rows]
+    keys = ("cl_temperature", "layers", "mtl_layers")
+    best = {}
+    for _, record in iter_records(REPO / "results"):
+        c = record["config"]
+        if (c["model"], c["dataset"], c["protocol"]) != ("copf", "taobao", "honest"):
+            continue
+        setting = {k: c["params"][k] for k in keys}
+        if setting in swept:
+            best[tuple(map(str, setting.values()))] = (
+                record["metrics"]["valid"]["full/default"]["HR@10"], setting)
+    assert len(best) == len(swept), "the sweep's records are missing under results/taobao/copf"
+    winner = max(best.values(), key=lambda item: item[0])[1]
+    taobao = get_model("copf").resolve("taobao", 3)
+    assert {k: taobao[k] for k in keys} == winner

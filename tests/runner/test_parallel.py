@@ -1,7 +1,6 @@
 """Parallel trials (`bench run --jobs`, dask backend): the same records as a sequential run."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """`bench run` end to end on demo: records written, reruns skip, summary stable, errors early."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
