@@ -27,9 +27,10 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--seeds", type=int,
                    help="runs per model and dataset (default 5, or the experiment's)")
     p.add_argument("--base-seed", type=int, default=2025, help="seed all per-run seeds derive from")
-    p.add_argument("--protocol", choices=("paper", "honest"), default="paper",
-                   help="paper: best-on-test over the reference schedule and last epoch; "
-                        "honest: validation holdout, early stopping, test once")
+    p.add_argument("--protocol", choices=("paper", "honest"),
+                   help="paper (the default, or the experiment's): best-on-test over the "
+                        "reference schedule and last epoch; honest: validation holdout, early "
+                        "stopping, test once")
     p.add_argument("--epochs", type=int, help="override every model's number of epochs")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyper-parameter (repeatable); see `bench list params MODEL`")

@@ -108,11 +108,12 @@ def report_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(args):
+def _options(args, experiment=None):
     from bench.report.tables import Options
     if args.alpha <= 0 or args.alpha >= 1:
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
-    return Options(protocol=args.protocol or "paper", rule=args.rule, seed_test=args.seed_test,
+    protocol = args.protocol or (experiment.protocol if experiment is not None else "paper")
+    return Options(protocol=protocol, rule=args.rule, seed_test=args.seed_test,
                    user_test=args.user_test, alpha=args.alpha, epochs=args.epochs, std=args.std,
                    show_paper=not args.no_paper, datasets=args.datasets)
 
@@ -142,7 +143,7 @@ def build_report(experiment, args: argparse.Namespace, fmt: str,
         return ds.render_patterns(tables, skipped, fmt, experiment.title), files, messages
     from bench.report.results import ResultIndex
     index = index or ResultIndex(args.results_dir, args.data_dir)
-    options = _options(args)
+    options = _options(args, experiment)
     if experiment.kind == "table":
         from bench.report.tables import RENDERERS, build_table
         result = build_table(experiment, index, options)

@@ -66,8 +66,8 @@ def command_run(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args)
         device = resolve_device(args.device)
         datasets = load_datasets(args.datasets, args.data_dir)
-        plan = plan_trials(args.models, datasets, args.seeds, args.protocol, args.base_seed,
-                           overrides, args.results_dir)
+        plan = plan_trials(args.models, datasets, args.seeds, args.protocol or "paper",
+                           args.base_seed, overrides, args.results_dir)
     for path in plan.corrupted:
         print(f"warning: record {path} is truncated or corrupted; it is not counted and its "
               "trial runs again", file=sys.stderr)

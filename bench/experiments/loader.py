@@ -14,6 +14,7 @@ and ``[[series]]``; the rest is optional; the files beside this one are complete
     paper = "table2"          # section of bench/report/paper_numbers.toml to compare with
     datasets = ["beibei", "taobao", "tmall"]
     seeds = 5                 # runs per cell
+    protocol = "paper"        # paper | honest: the default of `run` and `report` (--protocol wins)
     metrics = ["HR@10", "NDCG@10"]
     underline_best_baseline = true            # tables: underline the best baseline per column
     rel_impr = false                          # tables: add the paper's "Rel. Impr." row
@@ -133,6 +134,7 @@ class Experiment:
     underline_best_baseline: bool = True
     rel_impr: bool = False
     unit: str = "user"         # behavior-patterns: count users, user-item pairs, or both
+    protocol: str = "paper"    # what `run` trains and `report` shows unless --protocol says
 
     @property
     def trains(self) -> bool:
@@ -215,7 +217,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
 
 _TOP_KEYS = {"name", "title", "kind", "paper", "description", "datasets", "seeds", "metrics",
              "params", "dataset_params", "rows", "model", "sweep", "series", "x_label", "x_scale",
-             "underline_best_baseline", "rel_impr", "unit"}
+             "underline_best_baseline", "rel_impr", "unit", "protocol"}
 
 
 def parse_experiment(data: Mapping[str, Any], path: Path) -> Experiment:
@@ -231,6 +233,9 @@ def parse_experiment(data: Mapping[str, Any], path: Path) -> Experiment:
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"{where}: 'seeds' must be a positive integer, got {seeds!r}")
     metrics = tuple(_strings(data.get("metrics", list(DEFAULT_METRICS)), f"{where}: metrics"))
+    protocol = data.get("protocol", "paper")
+    if protocol not in ("paper", "honest"):
+        raise ConfigError(f"{where}: 'protocol' must be paper or honest, got {protocol!r}")
     params = _table(data.get("params", {}), f"{where}: params")
     dataset_params = _per_dataset(data.get("dataset_params", {}), f"{where}: dataset_params")
     common = dict(name=str(data.get("name", path.stem)), kind=kind, source=path,
@@ -240,7 +245,8 @@ def parse_experiment(data: Mapping[str, Any], path: Path) -> Experiment:
                   dataset_params=dataset_params,
                   underline_best_baseline=bool(data.get("underline_best_baseline", True)),
                   rel_impr=bool(data.get("rel_impr", False)), x_label=str(data.get("x_label", "")),
-                  x_scale=str(data.get("x_scale", "linear")), unit=str(data.get("unit", "user")))
+                  x_scale=str(data.get("x_scale", "linear")), unit=str(data.get("unit", "user")),
+                  protocol=protocol)
     if kind == "table":
         raw_rows = data.get("rows")
         if not isinstance(raw_rows, list) or not raw_rows:

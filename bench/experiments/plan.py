@@ -66,6 +66,7 @@ def plan_experiment(args: argparse.Namespace) -> tuple[RunPlan, list]:
               f"`bench report {experiment.name}`")
         return RunPlan(), []
     seeds = args.seeds if args.seeds is not None else experiment.seeds
+    protocol = args.protocol or experiment.protocol
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     extra = cli_overrides(args, experiment)
@@ -90,7 +91,7 @@ def plan_experiment(args: argparse.Namespace) -> tuple[RunPlan, list]:
     for r in resolved:
         if not r.ok:
             continue
-        part = plan_trials([r.model], [by_name[r.cell.dataset]], seeds, args.protocol,
+        part = plan_trials([r.model], [by_name[r.cell.dataset]], seeds, protocol,
                            args.base_seed, r.overrides, args.results_dir)
         for bucket, trials in ((plan.trials, part.trials), (plan.stored, part.stored)):
             for trial in trials:

@@ -175,3 +175,19 @@ def test_a_row_parameter_the_model_lacks_is_an_error(tmp_path, capsys):
 def test_run_needs_models_or_an_experiment(capsys):
     assert main(["run", "--dry-run"]) == 2
     assert "--experiment" in capsys.readouterr().err
+
+
+def test_an_experiment_names_its_protocol_and_the_command_line_wins(tmp_path, capsys):
+    path = tmp_path / "x.toml"
+    path.write_text('kind = "table"\nprotocol = "honest"\ndatasets = ["demo"]\nseeds = 1\n'
+                    '[[rows]]\nlabel = "MF"\nmodel = "mf-bpr"\n')
+    assert load_experiment(str(path)).protocol == "honest"
+    code, out, _ = _dry_run(capsys, "--experiment", str(path), "--results-dir", str(tmp_path))
+    assert code == 0 and "(honest, run 0" in out
+    code, out, _ = _dry_run(capsys, "--experiment", str(path), "--results-dir", str(tmp_path),
+                            "--protocol", "paper")
+    assert code == 0 and "(paper, run 0" in out
+    path.write_text('kind = "table"\nprotocol = "fair"\ndatasets = ["demo"]\n'
+                    '[[rows]]\nlabel = "MF"\nmodel = "mf-bpr"\n')
+    with pytest.raises(ConfigError, match="'protocol' must be paper or honest"):
+        load_experiment(str(path))
