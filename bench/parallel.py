@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.runner import Attempt, Trial, attempt_trial
+from bench.runner import Attempt, Trial
 
 BACKENDS = ("loky", "dask", "ray")
 
@@ -89,11 +89,7 @@ def run_task(task: TrialTask) -> list[Attempt]:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     dataset = _worker_dataset(task.trials[0].dataset, task.data_dir)
-    device, results_dir = torch.device(task.device), Path(task.results_dir)
-    if len(task.trials) == 1:
-        return [attempt_trial(task.trials[0], dataset, device, results_dir,
-                              checkpoint_every=task.checkpoint_every)]
-    return attempt_group(task.trials, dataset, device, results_dir,
+    return attempt_group(task.trials, dataset, torch.device(task.device), Path(task.results_dir),
                          checkpoint_every=task.checkpoint_every)
 
 

@@ -11,7 +11,7 @@ from bench.errors import ConfigError
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
-from bench.runner import Attempt, attempt_trial, plan_trials, resolve_device, summarize
+from bench.runner import Attempt, plan_trials, resolve_device, summarize
 from bench.seed_groups import attempt_group, seed_groups
 
 
@@ -132,10 +132,6 @@ def run_group(trials, dataset, device, args) -> list[Attempt]:
                 shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
         epochs.set_postfix(shown)
     try:
-        if len(trials) == 1:
-            return [attempt_trial(trials[0], dataset, device, args.results_dir,
-                                  lambda point: on_epoch(0, point),
-                                  checkpoint_every=args.checkpoint_every)]
         return attempt_group(trials, dataset, device, args.results_dir, on_epoch,
                              checkpoint_every=args.checkpoint_every)
     finally:
