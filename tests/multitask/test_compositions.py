@@ -37,7 +37,7 @@ def test_registered_names_and_copf_harness():
         tmall = MODELS[name].resolve("tmall", 4)
         assert tmall["loss_weights"] == [1 / 6, 2 / 6, 0.0, 3 / 6]
         if name.startswith("cogcn+"):
-            assert cfg["layers"] == [1, 1, 1]
+            assert cfg["layers"] == copf.resolve("taobao", 3)["layers"]
     # contrastive loss: off in Table 5 (except DFME itself), on with DFME in Table 6
     assert MODELS["cogcn+bilinear"].resolve("taobao", 3)["cl"] is False
     for name in ("cogcn+sb", "cogcn+mmoe", "cogcn+ple", "cogcn+mesi", "cogcn+pme"):
