@@ -18,7 +18,7 @@ from bench.evaluate import evaluate_all
 from bench.models.registry import build_model, get_model
 from bench.records import atomic_write_bytes, command_line, environment, git_commit
 from bench.runner import peak_rss_mb
-from bench.train.samplers import make_sampler
+from bench.train.samplers import endless_batches, make_sampler
 from bench.train.seed_batch import RandomStreams, SeedBatch
 from bench.train.seeds import derive_seed, generator
 from bench.train.trainer import make_optimizer
@@ -76,7 +76,7 @@ def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, s
             opt, schedule = make_optimizer(model, cfg, samplers[0].steps_per_epoch(),
                                            dataset.n_users)
         gens = [generator(seed(run, "sampling"), device) for run in range(len(models))]
-        streams_of_batches = [_endless(smp, g) for smp, g in zip(samplers, gens)]
+        streams_of_batches = [endless_batches(smp, g) for smp, g in zip(samplers, gens)]
 
         def step():
             batches = [next(b) for b in streams_of_batches]
@@ -103,11 +103,6 @@ def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, s
     out.update({"evaluation_seconds_median": statistics.median(eval_times),
                 "evaluation_seconds": eval_times, "evaluated_users": len(dataset.eval_users())})
     return out
-
-
-def _endless(sampler, gen):
-    while True:
-        yield from sampler.epoch(gen)
 
 
 def perf_random_scorer(dataset: MultiBehaviorDataset, device: torch.device, dim: int = 64,

@@ -316,16 +316,25 @@ def attempt_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.dev
     except KeyboardInterrupt:
         raise
     except Exception as err:          # a crashed trial must not take the finished ones along
-        if not isinstance(err, BenchError):
-            traceback.print_exc(file=sys.stderr)
+        return failed_attempts([trial], err, results_dir)[0]
+    finally:
+        lock.release()
+
+
+def failed_attempts(trials: Sequence[Trial], err: BaseException,
+                    results_dir: Path) -> list[Attempt]:
+    """Note one error against each of ``trials`` (on stderr and beside the records)."""
+    if not isinstance(err, BenchError):
+        traceback.print_exc(file=sys.stderr)
+    attempts = []
+    for trial in trials:
         message = failure_message(trial, err)
         try:
             write_failure(results_dir, trial, err)
         except OSError as write_err:
             message += f" (could not store the failure note: {write_err})"
-        return Attempt(trial.label, "failed", message)
-    finally:
-        lock.release()
+        attempts.append(Attempt(trial.label, "failed", message))
+    return attempts
 
 
 def failure_message(trial: Trial, err: BaseException) -> str:

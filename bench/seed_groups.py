@@ -8,20 +8,17 @@ group reruns all its runs (they are done together anyway).
 from __future__ import annotations
 
 import json
-import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from bench.data.dataset import MultiBehaviorDataset
-from bench.errors import BenchError
 from bench.models.registry import build_model, get_model
 from bench.records import find_record
-from bench.runner import (Attempt, Trial, TrialLock, attempt_trial, failure_message, store_outcome,
-                          trial_seed, write_failure)
+from bench.runner import (Attempt, Trial, TrialLock, attempt_trial, failed_attempts,
+                          store_outcome, trial_seed)
 from bench.train.seed_batch import RandomStreams, train_seed_batch
 from bench.train.seeds import generator
 
@@ -109,16 +106,8 @@ def attempt_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device
                 attempts += [Attempt(t.label, "trained") for t in todo]
             except KeyboardInterrupt:
                 raise
-            except Exception as err:
-                if not isinstance(err, BenchError):
-                    traceback.print_exc(file=sys.stderr)
-                for trial in todo:
-                    message = failure_message(trial, err)
-                    try:
-                        write_failure(results_dir, trial, err)
-                    except OSError as write_err:
-                        message += f" (could not store the failure note: {write_err})"
-                    attempts.append(Attempt(trial.label, "failed", message))
+            except Exception as err:      # the group's runs fail together; other trials go on
+                attempts += failed_attempts(todo, err, results_dir)
         return attempts
     finally:
         for lock in locks:

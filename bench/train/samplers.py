@@ -47,6 +47,12 @@ def make_sampler(model: Model, dataset: MultiBehaviorDataset, cfg: dict[str, Any
     return SAMPLERS[name](dataset, cfg, device, model)
 
 
+def endless_batches(sampler: Sampler, generator: torch.Generator) -> Iterator[Batch]:
+    """The sampler's batches epoch after epoch, for a fixed number of steps (benchmarks, tests)."""
+    while True:
+        yield from sampler.epoch(generator)
+
+
 class InteractionIndex:
     """A binary user x item matrix on a device: per-user positives and fast membership tests."""
 

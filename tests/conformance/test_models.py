@@ -8,7 +8,7 @@ import torch
 
 from bench.data.demo import make_demo
 from bench.models.registry import MODELS, build_model, get_model, load_builtin
-from bench.train.samplers import make_sampler
+from bench.train.samplers import endless_batches, make_sampler
 from bench.train.seed_batch import RandomStreams, SeedBatch
 from bench.train.seeds import generator
 from bench.train.trainer import make_optimizer
@@ -89,7 +89,7 @@ def _separate_steps(name, dataset, seed, n_steps):
     model, cfg = _build(name, dataset, seed=seed)
     sampler = make_sampler(model, dataset, cfg, torch.device("cpu"))
     opt, schedule = make_optimizer(model, cfg, sampler.steps_per_epoch(), dataset.n_users)
-    batches = _batches(sampler, generator(500 + seed))
+    batches = endless_batches(sampler, generator(500 + seed))
     for _ in range(n_steps):
         loss, _ = model.loss(next(batches))
         opt.zero_grad()
@@ -97,11 +97,6 @@ def _separate_steps(name, dataset, seed, n_steps):
         opt.step()
         schedule.step()
     return model
-
-
-def _batches(sampler, gen):
-    while True:
-        yield from sampler.epoch(gen)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -124,7 +119,7 @@ def test_seed_batch_trains_each_run_as_if_alone(name, demo):
     samplers = [make_sampler(m, demo, cfg, cpu) for m in models]
     opt, schedule = make_optimizer(batch.parameters(), cfg, samplers[0].steps_per_epoch(),
                                    demo.n_users)
-    streams_of_batches = [_batches(smp, generator(500 + s)) for smp, s in zip(samplers, seeds)]
+    streams_of_batches = [endless_batches(smp, generator(500 + s)) for smp, s in zip(samplers, seeds)]
     for _ in range(n_steps):
         results = batch.losses([next(b) for b in streams_of_batches], streams)
         opt.zero_grad()

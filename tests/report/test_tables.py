@@ -247,12 +247,17 @@ def test_stale_failed_and_other_parameter_records_are_explained(tmp_path):
     assert not result.stats
 
 
-def test_shortened_runs_are_used_but_noted_and_epochs_selects(tmp_path):
+def one_row_experiment(tmp_path):
+    """A table of one row (mf-bpr, label A) on demo with 2 runs, and its one cell."""
     path = tmp_path / "e.toml"
     path.write_text('kind = "table"\ndatasets = ["demo"]\nseeds = 2\n'
                     '[[rows]]\nlabel = "A"\nmodel = "mf-bpr"\n')
     experiment = load_experiment(path)
-    cell = experiment.cells()[0]
+    return experiment, experiment.cells()[0]
+
+
+def test_shortened_runs_are_used_but_noted_and_epochs_selects(tmp_path):
+    experiment, cell = one_row_experiment(tmp_path)
     results = tmp_path / "r"
     write_cell_records(results, cell, [0.1, 0.2], [0.05, 0.1], epochs=2)
     result = build_table(experiment, ResultIndex(results), Options())
@@ -266,11 +271,7 @@ def test_shortened_runs_are_used_but_noted_and_epochs_selects(tmp_path):
 
 
 def test_paper_rule_under_paper_protocol_and_honest_records_apart(tmp_path):
-    path = tmp_path / "e.toml"
-    path.write_text('kind = "table"\ndatasets = ["demo"]\nseeds = 2\n'
-                    '[[rows]]\nlabel = "A"\nmodel = "mf-bpr"\n')
-    experiment = load_experiment(path)
-    cell = experiment.cells()[0]
+    experiment, cell = one_row_experiment(tmp_path)
     results = tmp_path / "r"
     write_cell_records(results, cell, [0.1, 0.2], [0.05, 0.1], paper_rule_offset=0.01)
     index = ResultIndex(results)
