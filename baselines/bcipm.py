@@ -35,13 +35,14 @@ Sampler ``bcipm``: an epoch is one pass over all positive records of all behavio
 ``batch_size`` 1024 per step); the records' negatives and target triples of the whole epoch are
 drawn in a few vectorized operations at its start.
 
-Speed (Taobao, 1.16M records = 1135 steps per epoch): 2 CPU threads take ~0.11 s per step, ~2 min
-per epoch. Most of a step is the four full-graph sparse products of the global encoder (forward and
-backward of two layers on the 1.9M-entry union graph), which every step needs: the target encoder's
-two hops spread the loss's gradient to ~96% of G's rows, so restricting the products to the
-batch's neighbourhood saves nothing. A larger ``batch_size`` divides that cost: batch_size=4096
-with lr=4e-4 takes ~2.4x less time per epoch and, in our Taobao runs, reached the same HR@10 after
-two epochs (0.080 vs 0.078); it is not the default because the reference trains with 1024.
+Speed (Taobao, 1.16M records = 1135 steps per epoch at batch 1024): most of a step is the four
+full-graph sparse products of the global encoder (forward and backward of two layers on the
+1.9M-entry union graph), which every step needs: the target encoder's two hops spread the loss's
+gradient to ~96% of G's rows, so restricting the products to the batch's neighbourhood saves
+nothing. The rest is the aggregator (one call per step, each user's products shared) and full-table
+element-wise work (fused into one function per encoder stack). ``bench perf --models bcipm`` times
+it; a larger ``batch_size`` (with a larger ``lr``) divides the products' share of an epoch. The
+default stays the reference's 1024.
 """
 from __future__ import annotations
 
@@ -54,44 +55,73 @@ from torch.nn import functional as F
 
 from bench.data.graphs import Graph, propagate, torch_graph
 from bench.errors import ConfigError
+from bench.kernels import plain
 from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, xavier_table
 from bench.models.registry import register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
 from bench.train.samplers import InteractionIndex, register_sampler
 
 
-class _RowNormalize(torch.autograd.Function):
-    """``F.normalize(x, dim=1)`` (x / max(|x|, 1e-12) per row) with a hand-written backward,
-    (g - y <g, y>) / max(|x|, 1e-12): the same values, half the time of autograd's version on the
-    full (U + I) x d tables this model normalizes four times per step."""
+class _LightGCNAsWritten(torch.autograd.Function):
+    """BCIPM's encoder stack, x_0 + sum_l (1 + 1/l) x_l with x_l = normalize_row(A_hat x_{l-1}),
+    as one function with a hand-written backward: each layer's normalization and weighted sum run
+    in place on buffers the function owns, which saves allocating (and page-faulting) and
+    re-reading full (U + I) x d tables eight times per step, about a sixth of the stack's time.
 
-    generate_vmap_rule = True     # element-wise and per-row work: vmap batches it as is
+    Tables are [N, d], or [N, S, d] for S seeds at once (the vmap rule); a row is normalized over
+    its last axis. Returns (out, x_1..x_L, |A_hat x_{l-1}|..): the extra outputs are saved for
+    backward and not differentiable."""
 
     @staticmethod
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
-        return x / norm, norm
+    def forward(x: torch.Tensor, graph: Graph, layers: int) -> tuple[torch.Tensor, ...]:
+        out, layer, kept, norms = x.clone(), x, [], []
+        for depth in range(1, layers + 1):
+            h = torch.sparse.mm(graph.forward_csr, layer.reshape(len(layer), -1)).view(x.shape)
+            norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min_(1e-12)
+            layer = h.div_(norm)
+            out.add_(layer, alpha=1.0 + 1.0 / depth)
+            kept.append(layer)
+            norms.append(norm)
+        return (out, *kept, *norms)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        y, norm = output
-        ctx.save_for_backward(y, norm)
-        ctx.mark_non_differentiable(norm)
+        ctx.graph, ctx.layers = inputs[1], inputs[2]
+        ctx.save_for_backward(*output[1:])
+        ctx.mark_non_differentiable(*output[1:])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, _grad_norm: torch.Tensor) -> torch.Tensor:
-        y, norm = ctx.saved_tensors
-        dot = (grad * y).sum(dim=-1, keepdim=True)
-        return torch.addcmul(grad, y, dot, value=-1.0).div_(norm)
+    def backward(ctx, grad: torch.Tensor, *_unused: torch.Tensor):
+        saved, layers = ctx.saved_tensors, ctx.layers
+        grad = grad.contiguous()
+        below = None                              # gradient reaching x_l from layer l + 1
+        for depth in range(layers, 0, -1):
+            layer, norm = saved[depth - 1], saved[layers + depth - 1]
+            weight = 1.0 + 1.0 / depth
+            g = grad * weight if below is None else below.add_(grad, alpha=weight)
+            # normalize_row's backward: (g - x_l <g, x_l>) / |A_hat x_{l-1}|
+            g.addcmul_(layer, (g * layer).sum(-1, keepdim=True), value=-1.0).div_(norm)
+            below = torch.sparse.mm(ctx.graph.transpose_csr, g.view(len(g), -1)).view(g.shape)
+        return (grad.clone() if below is None else below.add_(grad)), None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x: torch.Tensor, graph: Graph, layers: int):
+        if in_dims[0] is None:
+            outputs = _LightGCNAsWritten.apply(x, graph, layers)
+            return outputs, (None,) * len(outputs)
+        outputs = _LightGCNAsWritten.apply(x.movedim(in_dims[0], 1).contiguous(), graph, layers)
+        return outputs, (1,) * len(outputs)
 
 
 def lightgcn_as_written(graph: Graph, x: torch.Tensor, layers: int) -> torch.Tensor:
     """BCIPM's encoder: x_0 + sum_l (1 + 1/l) x_l with x_l = normalize_row(A_hat x_{l-1})."""
-    out, layer = x, x
-    for depth in range(1, layers + 1):
-        layer = _RowNormalize.apply(propagate(graph, layer))[0]
-        out = torch.add(out, layer, alpha=1.0 + 1.0 / depth)
-    return out
+    if plain():      # the composition of PyTorch's own ops (``bench perf --plain``)
+        out, layer = x, x
+        for depth in range(1, layers + 1):
+            layer = F.normalize(propagate(graph, layer), dim=-1)
+            out = torch.add(out, layer, alpha=1.0 + 1.0 / depth)
+        return out
+    return _LightGCNAsWritten.apply(x, graph, layers)[0]
 
 
 @register_encoder("bcipm")
@@ -147,9 +177,11 @@ class BCIPMDecoder(Decoder):
     BPR with the user's summed item preferences.
 
     Speed: G and T are gathered straight from the full (U + I) tables with one ``index_select``
-    each (no slices, whose backward would write whole tables), the pointwise rows and the u_point
-    pairs share one aggregator call, and the behavior part of each aggregator product is a
-    K-row table looked up per row instead of a concatenated input column block."""
+    each (no slices, whose backward would write whole tables; one gather per table, as each
+    gather's backward writes a full-size gradient), the pointwise rows and the u_point pairs share
+    one aggregator call whose user products are computed once per distinct user, and the
+    behavior part of each aggregator product is a K-row table looked up per row instead of a
+    concatenated input column block."""
 
     params = (Param("log_reg", 0.5, "BCIPM: weight of the pointwise BCE (1 - log_reg weighs the "
                     "pairwise BPR)", float, low=0.0, high=1.0),
@@ -180,6 +212,24 @@ class BCIPMDecoder(Decoder):
         return update * torch.tanh(torch.addmm(torch.addmm(b_u, reset * u, w_u[:d]), i,
                                                w_u[d:2 * d]))
 
+    def aggregate_rows(self, user_vectors: torch.Tensor, user_at: torch.Tensor,
+                       item_vectors: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:
+        """``aggregate(user_vectors[user_at], item_vectors, behaviors)``, multiplying each row of
+        ``user_vectors`` by its share of W_RZ [u; i; b] once: a step repeats every user many times
+        (a record's user beside its 4 negatives, a user once per item it bought). Items are
+        multiplied per row: sharing their products too was slower on CPU (gathering and
+        scattering [n, 3d] rows costs more than the products it saves)."""
+        d = user_vectors.shape[1]
+        w_rz, w_u = self.w_rz, self.w_u
+        u = rows(user_vectors, user_at)
+        b_rz = rows(self.behavior_vectors @ w_rz[2 * d:], behaviors)      # [n, 2d]
+        b_u = rows(self.behavior_vectors @ w_u[2 * d:], behaviors)        # [n, d]
+        user_part = rows(user_vectors @ w_rz[:d], user_at)
+        gates = torch.sigmoid(torch.addmm(b_rz.add_(user_part), item_vectors, w_rz[d:2 * d]))
+        reset, update = gates[:, :d], gates[:, d:]
+        return update * torch.tanh(torch.addmm(torch.addmm(b_u, reset * u, w_u[:d]),
+                                               item_vectors, w_u[d:2 * d]))
+
     def buy_pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every training target pair (u, j) of ``users``, grouped by user in that order:
         (owners, items, #pairs per user)."""
@@ -194,9 +244,10 @@ class BCIPMDecoder(Decoder):
                     users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u_point = sum over the user's target items j of agg(G_u[u], G_v[j], b_K) for every user
         of ``users`` (one batched aggregator call over all their pairs), and their #target items."""
-        owners, items, counts = self.buy_pairs(users)
-        behavior = torch.full_like(owners, self.target)
-        agg = self.aggregate(rows(gu, owners), rows(gv, items), behavior)
+        _, items, counts = self.buy_pairs(users)
+        owner_at = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        agg = self.aggregate_rows(rows(gu, users), owner_at, rows(gv, items),
+                                  torch.full_like(items, self.target))
         return torch.segment_reduce(agg, "sum", lengths=counts), counts
 
     @staticmethod
@@ -212,44 +263,53 @@ class BCIPMDecoder(Decoder):
         n_u, log_reg = self.n_users, self.cfg["log_reg"]
         parts: dict[str, torch.Tensor] = {}
         # pointwise rows (records, then their negatives) and u_point pairs: one aggregator call
+        # over rows of g (users first, then items shifted by n_u); each distinct user of the call
+        # is one row of ``agg_users``, which ``user_at`` repeats
         records = batch.extra.get("record_items")
         empty = torch.zeros(0, dtype=torch.long, device=g.device)
-        agg_users, agg_items, agg_behaviors, n_point = [empty], [empty], [empty], 0
+        agg_users, user_at, agg_items, agg_behaviors = [empty], [empty], [empty], [empty]
+        n_point = n_records = 0
         if records is not None and len(records):
             users, negatives = batch.users, batch.extra["negatives"]
             behaviors = batch.extra["record_behaviors"]
             n_neg = negatives.shape[1]
-            agg_users += [users, users.repeat_interleave(n_neg)]
+            record_at = torch.arange(len(users), device=g.device)
+            agg_users.append(users)
+            user_at += [record_at, record_at.repeat_interleave(n_neg)]
             agg_items += [records, negatives.reshape(-1)]
             agg_behaviors += [behaviors, behaviors.repeat_interleave(n_neg)]
-            n_point = len(users) * (1 + n_neg)
+            n_records, n_point = len(users), len(users) * (1 + n_neg)
         pairs = batch.pairs.get(self.target)
-        if pairs is not None and len(pairs):
+        n_pairs = len(pairs) if pairs is not None else 0
+        if n_pairs:
             uniq, where = torch.unique(pairs.users, return_inverse=True)
-            owners, bought, counts = self.buy_pairs(uniq)
-            agg_users.append(owners)
+            _, bought, counts = self.buy_pairs(uniq)
+            agg_users.append(uniq)
+            user_at.append(torch.arange(n_records, n_records + len(uniq),
+                                        device=g.device).repeat_interleave(counts))
             agg_items.append(bought)
-            agg_behaviors.append(torch.full_like(owners, self.target))
-            n_pairs = len(pairs)
-        else:
-            n_pairs = 0
-        agg_users, agg_items = torch.cat(agg_users), torch.cat(agg_items)
-        n_agg = len(agg_users)
-        pair_index = ([pairs.users, pairs.pos + n_u, pairs.neg + n_u] if n_pairs else [])
-        gathered = rows(g, torch.cat([agg_users, agg_items + n_u] + pair_index))
+            agg_behaviors.append(torch.full_like(bought, self.target))
+        agg_users, user_at = torch.cat(agg_users), torch.cat(user_at)
+        agg_items = torch.cat(agg_items) + n_u
+        n_users, n_agg = len(agg_users), len(agg_items)
+        pair_index = (torch.cat([pairs.users, pairs.pos + n_u, pairs.neg + n_u]) if n_pairs
+                      else empty)
+        # one gather from g (and one from t): each gather's backward writes a full-size table
+        gathered = rows(g, torch.cat([agg_users, agg_items, pair_index]))
+        user_vectors, item_vectors = gathered[:n_users], gathered[n_users:n_users + n_agg]
         if n_agg:
-            vu, vi = gathered[:n_agg], gathered[n_agg:2 * n_agg]
-            agg = self.aggregate(vu, vi, torch.cat(agg_behaviors))
+            agg = self.aggregate_rows(user_vectors, user_at, item_vectors,
+                                      torch.cat(agg_behaviors))
         if n_point:
             labels = torch.zeros(n_point, device=g.device)
-            labels[:len(batch.users)] = 1.0
-            logits = (agg[:n_point] * vi[:n_point]).sum(-1)
+            labels[:n_records] = 1.0
+            logits = (agg[:n_point] * item_vectors[:n_point]).sum(-1)
             parts["bce"] = log_reg * F.binary_cross_entropy_with_logits(logits, labels)
         if n_pairs:
             points = torch.segment_reduce(agg[n_point:], "sum", lengths=counts)
             points, counts = rows(points, where), counts[where]
-            g_u, g_pos, g_neg = gathered[2 * n_agg:].split(n_pairs)
-            t_u, t_pos, t_neg = rows(t, torch.cat(pair_index)).split(n_pairs)
+            g_u, g_pos, g_neg = gathered[n_users + n_agg:].split(n_pairs)
+            t_u, t_pos, t_neg = rows(t, pair_index).split(n_pairs)
             pos = self._mix(points, counts, g_u, g_pos, t_u, t_pos)
             neg = self._mix(points, counts, g_u, g_neg, t_u, t_neg)
             parts["bpr"] = (1.0 - log_reg) * -torch.log(1e-10 + torch.sigmoid(pos - neg)).mean()

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.graphs import Graph, propagate
 from bench.evaluate import evaluate_all
 from bench.models.registry import build_model, get_model
 from bench.records import atomic_write_bytes, command_line, environment, git_commit
@@ -47,6 +48,44 @@ def time_evaluation(score_fn, dataset: MultiBehaviorDataset, device: torch.devic
                                rules=("default",), device=device)
     run()
     return _timed(run, device, repeats)
+
+
+def encoder_graphs(encoder: torch.nn.Module) -> dict[str, Graph]:
+    """Every sparse graph an encoder holds, by attribute (``graphs[1]`` for an entry of a list or
+    dict attribute), each graph once."""
+    found: dict[str, Graph] = {}
+    seen: set[int] = set()
+
+    def visit(value: Any, path: str) -> None:
+        if isinstance(value, Graph):
+            if id(value) not in seen:
+                seen.add(id(value))
+                found[path] = value
+        elif isinstance(value, (list, tuple)):
+            for k, item in enumerate(value):
+                visit(item, f"{path}[{k}]")
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                visit(item, f"{path}[{k}]")
+
+    for attribute, value in vars(encoder).items():
+        visit(value, attribute)
+    return found
+
+
+def time_graph_products(encoder: torch.nn.Module, dim: int, device: torch.device,
+                        repeats: int = 10) -> list[dict[str, Any]]:
+    """Median seconds of one sparse product ``graph @ x`` (x: n x ``dim``) per graph the encoder
+    holds: the unit a graph model's step is made of (a layer's forward or backward)."""
+    out = []
+    for path, graph in encoder_graphs(encoder).items():
+        x = torch.randn(graph.shape[1], dim, device=device)
+        with torch.no_grad():
+            propagate(graph, x)
+            times = _timed(lambda: propagate(graph, x), device, repeats)
+        out.append({"graph": path, "shape": list(graph.shape),
+                    "nnz": int(graph.forward_csr._nnz()), "seconds_median": statistics.median(times)})
+    return out
 
 
 def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, steps: int,
@@ -99,6 +138,9 @@ def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, s
             out.update({"seed_batch_mode": batch.mode,
                         "seconds_per_step_per_seed": per_step / seed_batch})
             batch.sync_models()
+    graphs = time_graph_products(model.encoder, cfg.get("dim", 64), device)
+    if graphs:
+        out["graph_products"] = graphs
     eval_times = time_evaluation(model.scorer(), dataset, device, repeats)
     out.update({"evaluation_seconds_median": statistics.median(eval_times),
                 "evaluation_seconds": eval_times, "evaluated_users": len(dataset.eval_users())})

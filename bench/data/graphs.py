@@ -61,11 +61,16 @@ def normalized_graph(dataset: MultiBehaviorDataset, view: str, norm: str,
 
 
 def to_torch(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A scipy matrix as a torch sparse CSR tensor (float32) on ``device``."""
+    """A scipy matrix as a torch sparse CSR tensor (float32) on ``device``.
+
+    Indices are 32-bit wherever they fit: MKL's (CPU) and cuSPARSE's products take 32-bit
+    indices, and with 64-bit ones PyTorch converts the whole index array on every product
+    (about 15% of a product on Taobao's union graph). The product itself is the same."""
     m = sp.csr_matrix(matrix, dtype=np.float32)
     m.sort_indices()
+    index = np.int32 if max(m.nnz, *m.shape) < np.iinfo(np.int32).max else np.int64
     return torch.sparse_csr_tensor(
-        torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+        torch.from_numpy(m.indptr.astype(index)), torch.from_numpy(m.indices.astype(index)),
         torch.from_numpy(m.data), size=m.shape, device=device)
 
 

@@ -35,3 +35,20 @@ def test_perf_of_a_seed_batch(tmp_path):
     assert by_model["mbgcn-x3"]["seed_batch_mode"] == "looped"
     m = by_model["lightgcn-x3"]
     assert m["seconds_per_step_per_seed"] == m["seconds_per_step_median"] / 3
+
+
+def test_perf_times_one_product_with_each_graph_of_the_encoder(tmp_path):
+    code = main(["perf", "--models", "bcipm,pop", "--datasets", "demo", "--device", "cpu",
+                 "--steps", "1", "--repeats", "1", "--results-dir", str(tmp_path)])
+    assert code == 0
+    by_model = {r["measurement"]["model"]: r["measurement"] for r in perf_records(tmp_path)}
+    products = {p["graph"]: p for p in by_model["bcipm"]["graph_products"]}
+    assert set(products) == {"global_graph", "target_graph"}
+    from bench.data.catalog import load_dataset
+    demo = load_dataset("demo")
+    n = demo.n_users + demo.n_items
+    assert products["global_graph"]["shape"] == [n, n]
+    assert products["global_graph"]["nnz"] == 2 * demo.union().nnz
+    assert products["target_graph"]["nnz"] == 2 * demo.matrices()[-1].nnz
+    assert all(p["seconds_median"] > 0 for p in products.values())
+    assert "graph_products" not in by_model["pop"]      # no graph, no entry
