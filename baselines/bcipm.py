@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.data.graphs import Graph, propagate, torch_graph
+from bench.data.graphs import Graph, propagate, sparse_product, torch_graph
 from bench.errors import ConfigError
 from bench.kernels import plain
 from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, xavier_table
@@ -76,7 +76,7 @@ class _LightGCNAsWritten(torch.autograd.Function):
     def forward(x: torch.Tensor, graph: Graph, layers: int) -> tuple[torch.Tensor, ...]:
         out, layer, kept, norms = x.clone(), x, [], []
         for depth in range(1, layers + 1):
-            h = torch.sparse.mm(graph.forward_csr, layer.reshape(len(layer), -1)).view(x.shape)
+            h = sparse_product(graph.forward_csr, layer.reshape(len(layer), -1)).view(x.shape)
             norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min_(1e-12)
             layer = h.div_(norm)
             out.add_(layer, alpha=1.0 + 1.0 / depth)
@@ -101,7 +101,7 @@ class _LightGCNAsWritten(torch.autograd.Function):
             g = grad * weight if below is None else below.add_(grad, alpha=weight)
             # normalize_row's backward: (g - x_l <g, x_l>) / |A_hat x_{l-1}|
             g.addcmul_(layer, (g * layer).sum(-1, keepdim=True), value=-1.0).div_(norm)
-            below = torch.sparse.mm(ctx.graph.transpose_csr, g.view(len(g), -1)).view(g.shape)
+            below = sparse_product(ctx.graph.transpose_csr, g.view(len(g), -1)).view(g.shape)
         return (grad.clone() if below is None else below.add_(grad)), None, None
 
     @staticmethod

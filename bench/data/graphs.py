@@ -86,13 +86,24 @@ class Graph:
         self.transpose_csr = self.forward_csr if symmetric else to_torch(m.T.tocsr(), device)
 
 
+def sparse_product(csr: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``csr @ x`` for a sparse CSR matrix and a dense 2-D ``x``. On CPU it writes MKL's result
+    straight into a fresh table (``addmm`` with ``out=``, ``beta=0``): ``torch.sparse.mm`` zero-fills
+    a table, multiplies into a second one and copies it over, about 10% of a product on Taobao's
+    union graph and a third on its buy graph. The values are the same."""
+    if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
+        return torch.sparse.mm(csr, x)      # ``out=`` takes no part in autograd
+    out = torch.empty(csr.shape[0], x.shape[1], dtype=x.dtype)
+    return torch.addmm(out, csr, x, beta=0.0, out=out)
+
+
 class _Propagate(torch.autograd.Function):
     """graph @ x with the explicitly stored transpose in backward. Under ``torch.func.vmap`` (the
     seed-batched trainer) the seeds' tables become column blocks of one product."""
 
     @staticmethod
     def forward(x: torch.Tensor, graph: Graph) -> torch.Tensor:
-        return torch.sparse.mm(graph.forward_csr, x)
+        return sparse_product(graph.forward_csr, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -100,7 +111,7 @@ class _Propagate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return torch.sparse.mm(ctx.graph.transpose_csr, grad.contiguous()), None
+        return sparse_product(ctx.graph.transpose_csr, grad.contiguous()), None
 
     @staticmethod
     def vmap(info, in_dims, x: torch.Tensor, graph: Graph):
@@ -127,4 +138,4 @@ def propagate(graph: Graph, x: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(graph.forward_csr, x)      # autograd's own sparse backward
     if x.requires_grad or torch._C._functorch.is_batchedtensor(x):
         return _Propagate.apply(x, graph)
-    return torch.sparse.mm(graph.forward_csr, x)
+    return sparse_product(graph.forward_csr, x)
