@@ -65,7 +65,7 @@ def to_torch(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.T
 
     Indices are 32-bit wherever they fit: MKL's (CPU) and cuSPARSE's products take 32-bit
     indices, and with 64-bit ones PyTorch converts the whole index array on every product
-    (about 15% of a product on Taobao's union graph). The product itself is the same."""
+    (10-15% of a product on Taobao's union graph). The product itself is the same."""
     m = sp.csr_matrix(matrix, dtype=np.float32)
     m.sort_indices()
     index = np.int32 if max(m.nnz, *m.shape) < np.iinfo(np.int32).max else np.int64
