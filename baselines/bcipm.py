@@ -178,10 +178,8 @@ class BCIPMDecoder(Decoder):
 
     Speed: G and T are gathered straight from the full (U + I) tables with one ``index_select``
     each (no slices, whose backward would write whole tables; one gather per table, as each
-    gather's backward writes a full-size gradient), the pointwise rows and the u_point pairs share
-    one aggregator call whose user products are computed once per distinct user, and the
-    behavior part of each aggregator product is a K-row table looked up per row instead of a
-    concatenated input column block."""
+    gather's backward writes a full-size gradient), and the pointwise rows and the u_point pairs
+    share one aggregator call whose user products are computed once per distinct user."""
 
     params = (Param("log_reg", 0.5, "BCIPM: weight of the pointwise BCE (1 - log_reg weighs the "
                     "pairwise BPR)", float, low=0.0, high=1.0),
@@ -203,14 +201,7 @@ class BCIPMDecoder(Decoder):
     def aggregate(self, u: torch.Tensor, i: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:
         """agg(u, i, b) = Z * tanh(W_U [R*u; i; b]) with [R, Z] = sigmoid(W_RZ [u; i; b]), for rows
         u, i and behavior indices ``behaviors`` (b = the behavior's trainable vector)."""
-        d = u.shape[1]
-        w_rz, w_u = self.w_rz, self.w_u
-        b_rz = rows(self.behavior_vectors @ w_rz[2 * d:], behaviors)      # [n, 2d]
-        b_u = rows(self.behavior_vectors @ w_u[2 * d:], behaviors)        # [n, d]
-        gates = torch.sigmoid(torch.addmm(torch.addmm(b_rz, u, w_rz[:d]), i, w_rz[d:2 * d]))
-        reset, update = gates[:, :d], gates[:, d:]
-        return update * torch.tanh(torch.addmm(torch.addmm(b_u, reset * u, w_u[:d]), i,
-                                               w_u[d:2 * d]))
+        return self.aggregate_rows(u, torch.arange(len(u), device=u.device), i, behaviors)
 
     def aggregate_rows(self, user_vectors: torch.Tensor, user_at: torch.Tensor,
                        item_vectors: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:
@@ -218,7 +209,8 @@ class BCIPMDecoder(Decoder):
         ``user_vectors`` by its share of W_RZ [u; i; b] once: a step repeats every user many times
         (a record's user beside its 4 negatives, a user once per item it bought). Items are
         multiplied per row: sharing their products too was slower on CPU (gathering and
-        scattering [n, 3d] rows costs more than the products it saves)."""
+        scattering [n, 3d] rows costs more than the products it saves). The behavior part of each
+        product is a K-row table looked up per row."""
         d = user_vectors.shape[1]
         w_rz, w_u = self.w_rz, self.w_u
         u = rows(user_vectors, user_at)
