@@ -45,3 +45,14 @@ def test_vmap_over_a_non_leading_seed_axis():
     batched = vmap(lambda t: propagate(graph, t), in_dims=1, out_dims=1)(x)
     for s in range(5):
         torch.testing.assert_close(batched[:, s], propagate(graph, x[:, s]))
+
+
+def test_graphs_keep_32_bit_indices_and_products_match_sparse_mm():
+    graph, dense = small_graph(3)
+    assert graph.forward_csr.crow_indices().dtype == torch.int32
+    assert graph.transpose_csr.col_indices().dtype == torch.int32
+    x = torch.randn(7, 4)
+    with torch.no_grad():       # the out= product of sparse_product
+        out = propagate(graph, x)
+    assert torch.equal(out, torch.sparse.mm(graph.forward_csr, x))
+    np.testing.assert_allclose(out.numpy(), dense @ x.numpy(), rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from bench.cli import main
+from bench.data.catalog import load_dataset
 
 
 def perf_records(folder):
@@ -44,7 +45,6 @@ def test_perf_times_one_product_with_each_graph_of_the_encoder(tmp_path):
     by_model = {r["measurement"]["model"]: r["measurement"] for r in perf_records(tmp_path)}
     products = {p["graph"]: p for p in by_model["bcipm"]["graph_products"]}
     assert set(products) == {"global_graph", "target_graph"}
-    from bench.data.catalog import load_dataset
     demo = load_dataset("demo")
     n = demo.n_users + demo.n_items
     assert products["global_graph"]["shape"] == [n, n]
