@@ -4,8 +4,9 @@ Fast paths: ``propagate`` keeps each graph's transpose for the backward product 
 autograd's own sparse backward); COPF's contrastive loss computes each distinct anchor once,
 weighted by its count, with a fused log-sum-exp (instead of one row per sampled pair and
 ``torch.logsumexp``); BCIPM's encoder stack is one function with a hand-written backward (instead
-of ``F.normalize`` and sums under autograd). Both give the same loss and gradients (tests check it). ``bench perf --plain``
-times the plain forms, the baseline the fast paths are measured against.
+of ``F.normalize`` and sums under autograd). Each gives the same loss and gradients as its plain
+form (tests check it). ``bench perf --plain`` times the plain forms, the baseline the fast paths
+are measured against.
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import TrainingError
 from bench.models.base import Batch, BehaviorReps, Encoder, Model
 from bench.train.samplers import make_sampler
-from bench.train.trainer import TrainOutcome, TrialProgress, _raise_oom, make_optimizer
+from bench.train.trainer import (EpochSums, TrainOutcome, TrialProgress, _raise_oom,
+                                 make_optimizer)
 
 
 class _EncoderLosses(nn.Module):
@@ -194,10 +195,7 @@ def train_seed_batch(models: Sequence[Model], dataset: MultiBehaviorDataset, cfg
         started = time.perf_counter()
         for model in models:
             model.train()
-        n = len(models)
-        loss_sums: list[Any] = [None] * n
-        parts_sums: list[dict] = [{} for _ in range(n)]
-        steps = 0
+        sums = [EpochSums() for _ in models]
         try:
             for batches in zip(*(s.epoch(g) for s, g in zip(samplers, samplings))):
                 results = batch.losses(batches, streams)
@@ -205,18 +203,15 @@ def train_seed_batch(models: Sequence[Model], dataset: MultiBehaviorDataset, cfg
                 torch.stack([total for total, _ in results]).sum().backward()
                 opt.step()
                 schedule.step()
-                for s, (total, parts) in enumerate(results):
-                    loss_sums[s] = total.detach() if loss_sums[s] is None else loss_sums[s] + total.detach()
-                    for key, value in parts.items():
-                        parts_sums[s][key] = parts_sums[s].get(key, 0.0) + value.detach()
-                steps += 1
+                for seed_sums, (total, parts) in zip(sums, results):
+                    seed_sums.add(total, parts)
         except torch.cuda.OutOfMemoryError as err:
             _raise_oom(describe, epoch, cfg, err)
         batch.sync_models()
         seconds = time.perf_counter() - started
         group_seconds += seconds
         for s, progress in enumerate(progresses):
-            point = progress.end_epoch(epoch, loss_sums[s], parts_sums[s], steps, seconds / n,
+            point = progress.end_epoch(epoch, sums[s], seconds / len(models),
                                        f"{describe} (seed batch member {s})")
             if on_epoch:
                 on_epoch(s, point)

@@ -108,6 +108,22 @@ def _raise_oom(describe: str, epoch: int, cfg: dict, err: BaseException):
                         "or run on a larger device or on --device cpu") from err
 
 
+class EpochSums:
+    """A training epoch's loss and loss parts, summed over its steps on the device: one
+    host-device sync per epoch, not per step."""
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | None = None
+        self.parts: dict[str, Any] = {}
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        self.loss = loss.detach() if self.loss is None else self.loss + loss.detach()
+        for key, value in parts.items():
+            self.parts[key] = self.parts.get(key, 0.0) + value.detach()
+        self.steps += 1
+
+
 class TrialProgress:
     """One trial's bookkeeping across epochs: evaluations on the protocol's schedule, the best
     state so far, the learning curves and, at the end, the reported test evaluations. Shared by
@@ -135,17 +151,18 @@ class TrialProgress:
         self.outcome.seconds_evaluating += time.perf_counter() - started
         return results
 
-    def end_epoch(self, epoch: int, loss_sum, parts_sum: dict, steps: int, seconds: float,
+    def end_epoch(self, epoch: int, sums: EpochSums, seconds: float,
                   describe: str = "") -> dict[str, Any]:
-        """Record a trained epoch (sums over its steps, on the device), evaluate it if the
-        schedule says so, and return its curve point."""
-        total = float(loss_sum) if loss_sum is not None else 0.0
+        """Record a trained epoch, evaluate it if the schedule says so, and return its curve
+        point."""
+        steps = max(sums.steps, 1)
+        total = float(sums.loss) if sums.loss is not None else 0.0
         if not math.isfinite(total):
             raise TrainingError(f"{describe}: non-finite training loss ({total}) at epoch {epoch}; "
                                 "lower 'lr' (--set lr=...) or check the data")
         self.outcome.seconds_training += seconds
-        point: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1),
-                                 "parts": {k: float(v) / max(steps, 1) for k, v in parts_sum.items()},
+        point: dict[str, Any] = {"epoch": epoch, "loss": total / steps,
+                                 "parts": {k: float(v) / steps for k, v in sums.parts.items()},
                                  "seconds": round(seconds, 4)}
         self.outcome.epochs_run = epoch + 1
         check = None
@@ -228,8 +245,6 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
     ``eval_kwargs`` go to ``evaluate_all`` for the reported evaluations (protocols, ks, ...);
     evaluations during training use the full-ranking protocol only. With ``checkpoint``, the state
     is saved every ``checkpoint.every`` epochs and a saved state is resumed."""
-    if protocol not in PROTOCOLS:
-        raise TrainingError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
     sampler = make_sampler(model, dataset, cfg, device)
     epochs = cfg["epochs"] if sampler is not None else 0
     progress = TrialProgress(model, dataset, cfg, protocol, device, epochs, eval_kwargs)
@@ -253,7 +268,7 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
             break
         started = time.perf_counter()
         model.train()
-        steps, parts_sum, loss_sum = 0, {}, None
+        sums = EpochSums()
         try:
             for batch in sampler.epoch(sampling):
                 loss, parts = model.loss(batch)
@@ -261,15 +276,10 @@ def train(model: Model, dataset: MultiBehaviorDataset, cfg: dict, protocol: str,
                 loss.backward()
                 opt.step()
                 schedule.step()
-                # accumulate on the device: one host-device sync per epoch, not per step
-                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-                for key, value in parts.items():
-                    parts_sum[key] = parts_sum.get(key, 0.0) + value.detach()
-                steps += 1
+                sums.add(loss, parts)
         except torch.cuda.OutOfMemoryError as err:
             _raise_oom(describe, epoch, cfg, err)
-        point = progress.end_epoch(epoch, loss_sum, parts_sum, steps,
-                                   time.perf_counter() - started, describe)
+        point = progress.end_epoch(epoch, sums, time.perf_counter() - started, describe)
         if on_epoch:
             on_epoch(point)
         if checkpoint is not None and ((epoch + 1) % checkpoint.every == 0 or progress.stopped):
