@@ -47,8 +47,8 @@ default stays the reference's 1024.
 from __future__ import annotations
 
 import math
-from typing import Iterator
-
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -56,10 +56,13 @@ from torch.nn import functional as F
 from bench.data.graphs import Graph, propagate, sparse_product, torch_graph
 from bench.errors import ConfigError
 from bench.kernels import plain
-from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, xavier_table
+from bench.models.base import (Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, weighted_mean,
+                               xavier_table)
 from bench.models.registry import register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
-from bench.train.samplers import InteractionIndex, register_sampler
+from bench.train import streams
+from bench.train.samplers import (CounterLayout, EpochOrder, InteractionIndex, expand, grown,
+                                  register_sampler)
 
 
 class _LightGCNAsWritten(torch.autograd.Function):
@@ -184,7 +187,7 @@ class BCIPMDecoder(Decoder):
     params = (Param("log_reg", 0.5, "BCIPM: weight of the pointwise BCE (1 - log_reg weighs the "
                     "pairwise BPR)", float, low=0.0, high=1.0),
               Param("reg", 1e-4, "BCIPM: weight of |E_u|_F / (U + 1) + |E_v|_F / (I + 1), norms "
-                    "not squared", float, low=0.0))
+                    "not squared", float, low=0.0, batchable=True))
 
     def __init__(self, dataset, cfg, device, generator, encoder) -> None:
         super().__init__(dataset, cfg, device, generator, encoder)
@@ -253,61 +256,49 @@ class BCIPMDecoder(Decoder):
     def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
         g, t = reps.extra["global"], reps.extra["target"]
         n_u, log_reg = self.n_users, self.cfg["log_reg"]
-        parts: dict[str, torch.Tensor] = {}
-        # pointwise rows (records, then their negatives) and u_point pairs: one aggregator call
-        # over rows of g (users first, then items shifted by n_u); each distinct user of the call
-        # is one row of ``agg_users``, which ``user_at`` repeats
-        records = batch.extra.get("record_items")
-        empty = torch.zeros(0, dtype=torch.long, device=g.device)
-        agg_users, user_at, agg_items, agg_behaviors = [empty], [empty], [empty], [empty]
-        n_point = n_records = 0
-        if records is not None and len(records):
-            users, negatives = batch.users, batch.extra["negatives"]
-            behaviors = batch.extra["record_behaviors"]
-            n_neg = negatives.shape[1]
-            record_at = torch.arange(len(users), device=g.device)
-            agg_users.append(users)
-            user_at += [record_at, record_at.repeat_interleave(n_neg)]
-            agg_items += [records, negatives.reshape(-1)]
-            agg_behaviors += [behaviors, behaviors.repeat_interleave(n_neg)]
-            n_records, n_point = len(users), len(users) * (1 + n_neg)
-        pairs = batch.pairs.get(self.target)
-        n_pairs = len(pairs) if pairs is not None else 0
-        if n_pairs:
-            uniq, where = torch.unique(pairs.users, return_inverse=True)
-            _, bought, counts = self.buy_pairs(uniq)
-            agg_users.append(uniq)
-            user_at.append(torch.arange(n_records, n_records + len(uniq),
-                                        device=g.device).repeat_interleave(counts))
-            agg_items.append(bought)
-            agg_behaviors.append(torch.full_like(bought, self.target))
-        agg_users, user_at = torch.cat(agg_users), torch.cat(user_at)
-        agg_items = torch.cat(agg_items) + n_u
-        n_users, n_agg = len(agg_users), len(agg_items)
-        pair_index = (torch.cat([pairs.users, pairs.pos + n_u, pairs.neg + n_u]) if n_pairs
-                      else empty)
+        extra = batch.extra
+        users, weight = batch.users, batch.user_weight
+        records, negatives = extra["record_items"], extra["negatives"]
+        behaviors = extra["record_behaviors"]
+        n_records, n_neg = users.shape[0], negatives.shape[-1]
+        point_slot, point_items = extra["point_slot"], extra["point_items"]
+        record_at = torch.arange(n_records, device=g.device)
+        # one aggregator call over the records, their negatives and every u_point pair (the
+        # distinct users' target items): rows of g, users first, then items shifted by n_u
+        user_at = torch.cat([record_at, record_at[:, None].expand(n_records, n_neg).reshape(-1),
+                             point_slot])
+        agg_items = torch.cat([records, negatives.reshape(-1), point_items]) + n_u
+        agg_behaviors = torch.cat([behaviors, behaviors[:, None].expand(n_records, n_neg)
+                                   .reshape(-1), torch.full_like(point_items, self.target)])
+        pairs = batch.pairs[self.target]
+        pair_index = torch.cat([pairs.users, pairs.pos + n_u, pairs.neg + n_u])
         # one gather from g (and one from t): each gather's backward writes a full-size table
-        gathered = rows(g, torch.cat([agg_users, agg_items, pair_index]))
-        user_vectors, item_vectors = gathered[:n_users], gathered[n_users:n_users + n_agg]
-        if n_agg:
-            agg = self.aggregate_rows(user_vectors, user_at, item_vectors,
-                                      torch.cat(agg_behaviors))
-        if n_point:
-            labels = torch.zeros(n_point, device=g.device)
-            labels[:n_records] = 1.0
-            logits = (agg[:n_point] * item_vectors[:n_point]).sum(-1)
-            parts["bce"] = log_reg * F.binary_cross_entropy_with_logits(logits, labels)
-        if n_pairs:
-            points = torch.segment_reduce(agg[n_point:], "sum", lengths=counts)
-            points, counts = rows(points, where), counts[where]
-            g_u, g_pos, g_neg = gathered[n_users + n_agg:].split(n_pairs)
-            t_u, t_pos, t_neg = rows(t, pair_index).split(n_pairs)
-            pos = self._mix(points, counts, g_u, g_pos, t_u, t_pos)
-            neg = self._mix(points, counts, g_u, g_neg, t_u, t_neg)
-            parts["bpr"] = (1.0 - log_reg) * -torch.log(1e-10 + torch.sigmoid(pos - neg)).mean()
+        gathered = rows(g, torch.cat([users, agg_items, pair_index]))
+        n_agg = agg_items.shape[0]
+        user_vectors, item_vectors = gathered[:n_records], gathered[n_records:n_records + n_agg]
+        agg = self.aggregate_rows(user_vectors, user_at, item_vectors, agg_behaviors)
+        n_point = n_records * (1 + n_neg)
+        labels = torch.cat([torch.ones(n_records, device=g.device),
+                            torch.zeros(n_records * n_neg, device=g.device)])
+        row_weight = torch.cat([weight, weight[:, None].expand(n_records, n_neg).reshape(-1)])
+        logits = (agg[:n_point] * item_vectors[:n_point]).sum(-1)
+        bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        parts = {"bce": log_reg * weighted_mean(bce, row_weight)}
+        # u_point of each record's user: its target pairs summed into the slot of the user's
+        # first record, then read by every record of that user
+        point_rows = agg[n_point:] * extra["point_weight"][:, None]
+        points = torch.zeros_like(user_vectors).index_add(0, point_slot, point_rows)
+        points = rows(points, extra["record_anchor"])
+        counts = self.buys.degree[pairs.users]
+        g_u, g_pos, g_neg = gathered[n_records + n_agg:].split(pairs.users.shape[0])
+        t_u, t_pos, t_neg = rows(t, pair_index).split(pairs.users.shape[0])
+        pos = self._mix(points, counts, g_u, g_pos, t_u, t_pos)
+        neg = self._mix(points, counts, g_u, g_neg, t_u, t_neg)
+        parts["bpr"] = (1.0 - log_reg) * weighted_mean(
+            -torch.log(1e-10 + torch.sigmoid(pos - neg)), pairs.weight)
         ego_u, ego_v = reps.extra["ego_users"], reps.extra["ego_items"]
-        parts["reg"] = self.cfg["reg"] * (ego_u.norm() / (self.n_users + 1)
-                                          + ego_v.norm() / (self.n_items + 1))
+        parts["reg"] = self.hp("reg") * (ego_u.norm() / (self.n_users + 1)
+                                         + ego_v.norm() / (self.n_items + 1))
         return parts
 
     def score(self, reps: BehaviorReps, users: torch.Tensor) -> torch.Tensor:
@@ -321,73 +312,111 @@ class BCIPMDecoder(Decoder):
                 + lam * ((rows(gu, users) + rows(tu, users)) @ (gv + tv).T))
 
 
-def _draw_negatives(index: InteractionIndex, users: torch.Tensor,
-                    generator: torch.Generator, max_rounds: int = 1000) -> torch.Tensor:
-    """``InteractionIndex.draw_negatives`` (uniform items outside each user's positives, by
-    rejection; the same random stream and result) re-testing only the rejected entries, which
-    matters for the ~4.6M draws of a BCIPM epoch on Taobao."""
-    items = torch.randint(0, index.n_items, users.shape, generator=generator, device=users.device)
-    todo = torch.arange(len(users), device=users.device)
-    for _ in range(max_rounds):
-        todo = todo[index.contains(users[todo], items[todo])]
-        if todo.numel() == 0:
-            return items
-        items[todo] = torch.randint(0, index.n_items, (len(todo),), generator=generator,
-                                    device=users.device)
-    raise RuntimeError("negative sampling did not converge: some user has (almost) every item")
-
-
 class BCIPMSampler:
-    """An epoch = every positive record (u, i, b) of every behavior once, shuffled; per record
-    ``n_negatives`` items outside u's all-behavior set, and for users with target interactions one
-    target positive and one negative outside that set (the pairwise branch)."""
+    """An epoch = every positive record (u, i, b) of every behavior once, shuffled, ``batch_size``
+    per step; per record ``n_negatives`` items outside u's all-behavior set, and for a record whose
+    user has target interactions one target positive and one negative outside that set (the
+    pairwise branch; other records hold padding triples of weight 0).
 
-    def __init__(self, dataset, batch_size: int, n_negatives: int, device: torch.device) -> None:
+    For u_point (the sum over the user's target items), the step's distinct users' target pairs are
+    laid out in a fixed number of slots (``point_*``): the records are sorted by user, each user's
+    first record in that order owns its pairs (``point_slot``), and ``record_anchor`` sends every
+    record to its user's owning record. The slot count is the most any step of the epoch needs
+    (see ``bench.train.samplers``)."""
+
+    def __init__(self, dataset, batch_size: int, n_negatives: int, device: torch.device,
+                 keys: torch.Tensor) -> None:
         users, items, behaviors = [], [], []
         for k, matrix in enumerate(dataset.matrices()):
-            index = InteractionIndex(matrix, device)
-            users.append(torch.repeat_interleave(torch.arange(dataset.n_users, device=device),
-                                                 index.degree))
-            items.append(index.indices)
-            behaviors.append(torch.full_like(index.indices, k))
-        self.users, self.items = torch.cat(users), torch.cat(items)
-        self.behaviors = torch.cat(behaviors)
-        self.union = InteractionIndex(dataset.union(), device)
-        self.buys = InteractionIndex(dataset.matrices()[-1], device)
+            m = sp.csr_matrix(matrix)
+            users.append(np.repeat(np.arange(dataset.n_users, dtype=np.int64), np.diff(m.indptr)))
+            items.append(m.indices.astype(np.int64))
+            behaviors.append(np.full(m.nnz, k, dtype=np.int64))
+        self.record_users = torch.as_tensor(np.concatenate(users), device=device)
+        self.record_items = torch.as_tensor(np.concatenate(items), device=device)
+        self.record_behaviors = torch.as_tensor(np.concatenate(behaviors), device=device)
+        self.union = InteractionIndex(dataset.union(), device, "union of all behaviors")
+        self.buys = InteractionIndex(dataset.matrices()[-1], device, "target training matrix")
         self.target = dataset.n_behaviors - 1
-        self.batch_size = batch_size
         self.n_negatives = n_negatives
-        self.device = device
+        self.keys = keys
+        n = len(self.record_users)
+        self.records = EpochOrder(keys, n, n, batch_size)
+        self.steps_per_epoch = self.records.steps
+        self.point_slots = 0
+        self.layout = CounterLayout(device)
+        self.layout.set("negatives", batch_size * n_negatives)
+        self.layout.set("target/pos", batch_size)
+        self.layout.set("target/neg", batch_size)
 
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.users) // self.batch_size)
+    def _first_of_user(self, users: torch.Tensor, weight: torch.Tensor):
+        """Records sorted by user: (sort order, sorted users, where a new user starts, where a
+        real record is the first of its user)."""
+        # padding records sort last and own nothing
+        key = torch.where(weight > 0, users, torch.full_like(users, self.buys.n_users))
+        sorted_users, order = torch.sort(key, dim=-1, stable=True)
+        change = torch.ones_like(sorted_users, dtype=torch.bool)
+        change[..., 1:] = sorted_users[..., 1:] != sorted_users[..., :-1]
+        first = change & (sorted_users < self.buys.n_users)
+        return order, sorted_users.clamp(max=self.buys.n_users - 1), change, first
 
-    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        order = torch.randperm(len(self.users), generator=generator, device=self.device)
-        users, items, behaviors = self.users[order], self.items[order], self.behaviors[order]
-        negatives = _draw_negatives(self.union, users.repeat_interleave(self.n_negatives),
-                                    generator)
-        negatives = negatives.view(len(users), self.n_negatives)
-        has_target = self.buys.degree[users] > 0
-        target_users = users[has_target]
-        target_pos = self.buys.draw_positives(target_users, generator)
-        target_neg = _draw_negatives(self.union, target_users, generator)
-        # where each batch's target triples start in the filtered arrays
-        cuts = torch.cumsum(has_target.long(), 0)
-        bs = self.batch_size
-        bounds = [0] + cuts[bs - 1::bs].tolist() + [int(cuts[-1])] if len(users) else [0, 0]
-        for step, start in enumerate(range(0, len(users), bs)):
-            sl = slice(start, start + bs)
-            tl = slice(bounds[step], bounds[step + 1])
-            yield Batch(users[sl], {self.target: Pairs(target_users[tl], target_pos[tl],
-                                                       target_neg[tl])},
-                        {"record_items": items[sl], "record_behaviors": behaviors[sl],
-                         "negatives": negatives[sl]})
+    def _point_counts(self, sorted_users: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        return self.buys.degree[sorted_users] * first.to(torch.int64)
+
+    def start_epoch(self, epoch: int) -> bool:
+        self.records.shuffle(epoch)
+        users = self.record_users[self.records.per_step(self.records.order)]
+        valid = self.records.per_step(self.records.valid)
+        _, sorted_users, _, first = self._first_of_user(users, valid)
+        need = int(self._point_counts(sorted_users, first).sum(-1).amax())
+        size = grown(self.point_slots, need)
+        changed = size != self.point_slots
+        self.point_slots = size
+        self.layout.set("points", size)
+        return changed
+
+    def state(self) -> dict:
+        return {"point_slots": self.point_slots}
+
+    def restore(self, state: dict) -> None:
+        self.point_slots = max(self.point_slots, int(state.get("point_slots", 0)))
+        self.layout.set("points", self.point_slots)
+
+    def batch(self, step: torch.Tensor, global_step: torch.Tensor) -> Batch:
+        records, weight = self.records.slots(step)
+        users = self.record_users[records]
+        keys = streams.derive(self.keys, streams.TAG_STEP, global_step)
+        draws = self.layout.draw(keys)
+        negatives = self.union.negatives(
+            users[..., None].expand(*users.shape, self.n_negatives).reshape(*users.shape[:-1], -1),
+            draws["negatives"]).view(*users.shape, self.n_negatives)
+        has_target = (self.buys.degree[users] > 0).to(weight.dtype) * weight
+        pairs = Pairs(users, self.buys.positives(users, draws["target/pos"]),
+                      self.union.negatives(users, draws["target/neg"]), has_target)
+        order, sorted_users, change, first = self._first_of_user(users, weight)
+        owner, rank, point_weight = expand(self._point_counts(sorted_users, first),
+                                           self.point_slots)
+        owner_users = sorted_users.gather(-1, owner)
+        point_items = self.buys.indices[(self.buys.indptr[owner_users] + rank)
+                                        .clamp_(max=self.buys.last)]
+        # every sorted record points at the first record of its user, in batch positions
+        positions = torch.arange(users.shape[-1], device=users.device).expand_as(users)
+        group_start = torch.cummax(torch.where(change, positions, torch.zeros_like(positions)),
+                                   dim=-1).values
+        anchor_sorted = order.gather(-1, group_start)
+        record_anchor = torch.empty_like(order).scatter_(-1, order, anchor_sorted)
+        extra = {"record_items": self.record_items[records],
+                 "record_behaviors": self.record_behaviors[records],
+                 "negatives": negatives, "point_slot": order.gather(-1, owner),
+                 "point_items": point_items, "point_weight": point_weight,
+                 "record_anchor": record_anchor}
+        return Batch(users, {self.target: pairs}, extra, user_weight=weight,
+                     noise=keys)
 
 
 @register_sampler("bcipm")
-def _bcipm_sampler(dataset, cfg: dict, device: torch.device, model) -> BCIPMSampler:
-    return BCIPMSampler(dataset, cfg["batch_size"], cfg["n_negatives"], device)
+def _bcipm_sampler(dataset, cfg: dict, device: torch.device, model, keys) -> BCIPMSampler:
+    return BCIPMSampler(dataset, cfg["batch_size"], cfg["n_negatives"], device, keys)
 
 
 # Reference settings: d 64, batch 1024 records, Adam lr 1e-4 without weight decay, reg 1e-4,

@@ -14,27 +14,32 @@ from bench.params import DIM, Param
 # ---- parameters shared by the TF-family multi-task decoders (DFME, Bilinear, SB/MMOE/PLE...) ---
 LOSS_WEIGHTS = Param("loss_weights", [1 / 3, 1 / 3, 1 / 3],
                      "task weights lambda_k, one per behavior: loss = sum_k lambda_k * 3 * BPR_k "
-                     "(a task with weight 0 has no BPR term)", list, low=0.0, length="behaviors")
+                     "(a task with weight 0 has no BPR term)", list, low=0.0, length="behaviors",
+                     batchable=True)
 MULT = Param("mult", 300.0, "TF-family score multiplier, applied before BPR and at test time",
              float, low=0.0, low_open=True)
 CL_WEIGHT = Param("cl_weight", 1.0, "gamma: weight of the COPF contrastive loss (0 = off)",
-                  float, low=0.0)
+                  float, low=0.0, batchable=True)
 CL_TEMPERATURE = Param("cl_temperature", 0.1, "tau: temperature of the COPF contrastive loss",
-                       float, low=0.0, low_open=True)
+                       float, low=0.0, low_open=True, batchable=True,
+                       structure=lambda tau: 1.0 / tau <= 40.0)   # copf.contrastive's fast path
 # The reference code multiplies every task's BPR mean by 3, whatever the number of behaviors.
 TASK_SCALE = 3.0
 
 
-def weighted_task_bpr(weights, scores_of, batch: Batch) -> torch.Tensor | None:
-    """sum_k lambda_k * 3 * BPR_k over the behaviors with a positive weight and a non-empty batch;
-    ``scores_of(k, pairs)`` returns (pos, neg) scores. None when no task had pairs."""
+def weighted_task_bpr(weights, values: torch.Tensor, scores_of, batch: Batch
+                      ) -> torch.Tensor | None:
+    """sum_k lambda_k * 3 * BPR_k over the behaviors with a positive weight that the batch has
+    pairs for; ``weights`` (the configuration's floats) decide which tasks exist, ``values`` (the
+    ``loss_weights`` tensor, see ``Component.hp``) are the lambda_k used; ``scores_of(k, pairs)``
+    returns (pos, neg) scores. None when no task is trained."""
     total = None
     for k, weight in enumerate(weights):
         pairs = batch.pairs.get(k)
-        if weight == 0 or pairs is None or len(pairs) == 0:
+        if weight == 0 or pairs is None:
             continue
         pos, neg = scores_of(k, pairs)
-        term = (weight * TASK_SCALE) * bpr_softplus(pos, neg)
+        term = (values[k] * TASK_SCALE) * bpr_softplus(pos, neg, pairs.weight)
         total = term if total is None else total + term
     return total
 
@@ -57,8 +62,8 @@ class BilinearDecoder(Decoder):
         self.weights = [float(w) for w in cfg["loss_weights"]]
         if cfg["cl"]:
             # imported here: the copf package registers models that use this decoder
-            from copf.contrastive import contrastive_loss
-            self._contrastive = contrastive_loss
+            from copf.contrastive import contrastive_loss, fast_path_allowed
+            self._contrastive, self._fast = contrastive_loss, fast_path_allowed
 
     def pair_scores(self, reps: BehaviorReps, k: int, users: torch.Tensor,
                     items: torch.Tensor) -> torch.Tensor:
@@ -74,11 +79,12 @@ class BilinearDecoder(Decoder):
             return s[:n], s[n:]
 
         parts = {}
-        bpr = weighted_task_bpr(self.weights, scores_of, batch)
+        bpr = weighted_task_bpr(self.weights, self.hp("loss_weights"), scores_of, batch)
         if bpr is not None:
             parts["bpr"] = bpr
         if self.cfg["cl"] and self.cfg["cl_weight"] > 0:
-            cl = self._contrastive(reps, batch, self.cfg["cl_temperature"], self.cfg["cl_weight"])
+            cl = self._contrastive(reps, batch, self.hp("cl_temperature"), self.hp("cl_weight"),
+                                   self._fast(self.cfg["cl_temperature"]))
             if cl is not None:
                 parts["cl"] = cl
         return parts

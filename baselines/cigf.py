@@ -87,7 +87,7 @@ class CIGFEncoder(Encoder):
                             {"tables": tables, "ego_users": self.users, "ego_items": self.items})
 
     def losses(self, reps: BehaviorReps, batch) -> dict[str, torch.Tensor]:
-        return {"l2": tf_l2([self.users, self.items, *self.att_weights], self.cfg["reg"])}
+        return {"l2": tf_l2([self.users, self.items, *self.att_weights], self.hp("reg"))}
 
 
 # Spec §2 / §6 / §7.6: the PKEF/CIGF harness. lambda_k = 1/3 makes lambda_k * 3 = 1 exactly, i.e.

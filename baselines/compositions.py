@@ -74,7 +74,7 @@ class DFMEEgoL2Decoder(DFMEDecoder):
         if self.cfg["ego_l2"]:
             weights = [reps.extra["ego_users"], reps.extra["ego_items"],
                        *reps.extra.get("transforms", ())]
-            ego = tf_l2(weights, self.cfg["reg"])
+            ego = tf_l2(weights, self.hp("reg"))
             parts["l2"] = parts["l2"] + ego if "l2" in parts else ego
         return parts
 

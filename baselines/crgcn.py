@@ -24,8 +24,6 @@ and Xavier limits use the table sizes without that row.
 from __future__ import annotations
 
 import math
-from typing import Iterator
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,7 +32,8 @@ from bench.data.graphs import propagate, torch_graph
 from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, xavier_table
 from bench.models.registry import register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
-from bench.train.samplers import InteractionIndex, register_sampler
+from bench.train import streams
+from bench.train.samplers import CounterLayout, EpochOrder, InteractionIndex, register_sampler
 
 CASCADE_LAYERS = Param("cascade_layers", [1, 1, 1],
                        "CRGCN: GCN layers of each behavior's encoder in the cascade (upstream -> "
@@ -81,10 +80,10 @@ class CRGCNDecoder(Decoder):
     """Per-behavior dot products, multi-task BPR with equal weights, CRGCN's Frobenius-norm reg."""
 
     params = (Param("reg", 1e-3, "CRGCN: weight of (|E_u|_F + |E_v|_F) / (I + 1), norms not "
-                    "squared", float, low=0.0),)
+                    "squared", float, low=0.0, batchable=True),)
 
     def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
-        n_rows = max(len(batch.users), 1)
+        n_rows = batch.user_weight.sum().clamp_min(1.0)
         padding_loss = -math.log(1e-10 + 0.5)   # a (0, 0, 0) row: sigmoid(0)
         bpr = None
         for k, pairs in batch.pairs.items():
@@ -92,14 +91,14 @@ class CRGCNDecoder(Decoder):
             eu = rows(zu, pairs.users)
             diff = (eu * rows(zv, pairs.pos)).sum(-1) - (eu * rows(zv, pairs.neg)).sum(-1)
             term = -torch.log(1e-10 + torch.sigmoid(diff))
-            missing = max(len(batch.users) - len(pairs), 0)
-            value = (term.sum() + missing * padding_loss) / n_rows
+            missing = n_rows - pairs.count()
+            value = ((term * pairs.weight).sum() + missing * padding_loss) / n_rows
             bpr = value if bpr is None else bpr + value
         if bpr is None:
             bpr = torch.zeros((), device=self.device)
         ego_u = reps.extra.get("ego_users", reps.users[self.target])
         ego_v = reps.extra.get("ego_items", reps.items[self.target])
-        reg = self.cfg["reg"] * (ego_u.norm() + ego_v.norm()) / (self.n_items + 1)
+        reg = self.hp("reg") * (ego_u.norm() + ego_v.norm()) / (self.n_items + 1)
         return {"bpr": bpr, "reg": reg}
 
     def score(self, reps: BehaviorReps, users: torch.Tensor) -> torch.Tensor:
@@ -108,35 +107,48 @@ class CRGCNDecoder(Decoder):
 
 class CRGCNSampler:
     """Every user once per epoch; per user and behavior 1 positive + 1 negative outside the user's
-    all-behavior item set (users lacking the behavior are left out of that behavior's pairs)."""
+    all-behavior item set (a user lacking the behavior has a padding slot, weight 0, in that
+    behavior's pairs: the reference's (0, 0, 0) row)."""
 
-    def __init__(self, dataset, batch_size: int, device: torch.device) -> None:
-        self.behaviors = [InteractionIndex(m, device) for m in dataset.matrices()]
-        self.union = InteractionIndex(dataset.union(), device)
-        self.n_users = dataset.n_users
-        self.batch_size = batch_size
-        self.device = device
+    def __init__(self, dataset, batch_size: int, device: torch.device,
+                 keys: torch.Tensor) -> None:
+        self.behaviors = [InteractionIndex(m, device, f"matrix of behavior {k}")
+                          for k, m in enumerate(dataset.matrices())]
+        self.union = InteractionIndex(dataset.union(), device, "union of all behaviors")
+        self.keys = keys
+        self.users = EpochOrder(keys, dataset.n_users, dataset.n_users, batch_size)
+        self.steps_per_epoch = self.users.steps
+        self.layout = CounterLayout(device)
+        for k in range(len(self.behaviors)):
+            self.layout.set(f"{k}/pos", batch_size)
+            self.layout.set(f"{k}/neg", batch_size)
 
-    def steps_per_epoch(self) -> int:
-        return -(-self.n_users // self.batch_size)
+    def start_epoch(self, epoch: int) -> bool:
+        self.users.shuffle(epoch)
+        return False
 
-    def batch(self, users: torch.Tensor, generator: torch.Generator) -> Batch:
+    def state(self) -> dict:
+        return {}
+
+    def restore(self, state: dict) -> None:
+        pass
+
+    def batch(self, step: torch.Tensor, global_step: torch.Tensor) -> Batch:
+        users, weight = self.users.slots(step)
+        keys = streams.derive(self.keys, streams.TAG_STEP, global_step)
+        draws = self.layout.draw(keys)
         pairs = {}
         for k, index in enumerate(self.behaviors):
-            have = users[index.degree[users] > 0]
-            pairs[k] = Pairs(have, index.draw_positives(have, generator),
-                             self.union.draw_negatives(have, generator))
-        return Batch(users, pairs)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        order = torch.randperm(self.n_users, generator=generator, device=self.device)
-        for start in range(0, self.n_users, self.batch_size):
-            yield self.batch(order[start:start + self.batch_size], generator)
+            have = (index.degree[users] > 0).to(weight.dtype) * weight
+            pairs[k] = Pairs(users, index.positives(users, draws[f"{k}/pos"]),
+                             self.union.negatives(users, draws[f"{k}/neg"]), have)
+        return Batch(users, pairs, user_weight=weight,
+                     noise=keys)
 
 
 @register_sampler("crgcn")
-def _crgcn_sampler(dataset, cfg: dict, device: torch.device, model) -> CRGCNSampler:
-    return CRGCNSampler(dataset, cfg["batch_size"], device)
+def _crgcn_sampler(dataset, cfg: dict, device: torch.device, model, keys) -> CRGCNSampler:
+    return CRGCNSampler(dataset, cfg["batch_size"], device, keys)
 
 
 # Reference defaults (CRGCN.sh / argparse): lr 0.01, reg 1e-3, d 64, batch 1024 users, 200 epochs,

@@ -15,7 +15,7 @@ class DotDecoder(Decoder):
     as official LightGCN regularizes. The encoder exposes its ego tables in ``reps.extra``."""
 
     params = (Param("reg", 1e-4, "weight of the batch L2 on ego embeddings (official LightGCN form)",
-                    float, low=0.0),)
+                    float, low=0.0, batchable=True),)
 
     def __init__(self, dataset, cfg, device, generator, encoder) -> None:
         super().__init__(dataset, cfg, device, generator, encoder)
@@ -23,7 +23,7 @@ class DotDecoder(Decoder):
 
     def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
         pairs = batch.pairs.get(self.target)
-        if pairs is None or len(pairs) == 0:
+        if pairs is None:
             return {}
         zu, zv = reps.users[self.target], reps.items[self.target]
         eu = rows(zu, pairs.users)
@@ -31,9 +31,10 @@ class DotDecoder(Decoder):
         neg = (eu * rows(zv, pairs.neg)).sum(-1)
         ego_u = reps.extra.get("ego_users", zu)
         ego_v = reps.extra.get("ego_items", zv)
-        l2 = 0.5 * (rows(ego_u, pairs.users).pow(2).sum() + rows(ego_v, pairs.pos).pow(2).sum()
-                    + rows(ego_v, pairs.neg).pow(2).sum()) / len(pairs)
-        return {"bpr": bpr_softplus(pos, neg), "l2": self.cfg["reg"] * l2}
+        squares = (rows(ego_u, pairs.users).pow(2).sum(-1) + rows(ego_v, pairs.pos).pow(2).sum(-1)
+                   + rows(ego_v, pairs.neg).pow(2).sum(-1))
+        l2 = 0.5 * (squares * pairs.weight).sum() / pairs.count().clamp_min(1.0)
+        return {"bpr": bpr_softplus(pos, neg, pairs.weight), "l2": self.hp("reg") * l2}
 
     def score(self, reps: BehaviorReps, users: torch.Tensor) -> torch.Tensor:
         return rows(reps.users[self.target], users) @ reps.items[self.target].T

@@ -28,8 +28,8 @@ pretraining epochs; the paper reports 0.1233, likely copied from the MB-CGCN pap
 """
 from __future__ import annotations
 
-from typing import Iterator
-
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -38,7 +38,9 @@ from bench.models.base import (Batch, BehaviorReps, Decoder, Encoder, Pairs, bpr
                                normal_table, rows)
 from bench.models.registry import register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
-from bench.train.samplers import InteractionIndex, register_sampler
+from bench.train import streams
+from bench.train.samplers import (CounterLayout, InteractionIndex, endless_batches,
+                                  register_sampler)
 
 
 @register_encoder("mb-cgcn")
@@ -114,7 +116,7 @@ class MBCGCNDecoder(Decoder):
     """<Z_u, Z_v> on the sum of the behavior outputs; BPR on the target behavior only."""
 
     params = (Param("reg", 1e-4, "MB-CGCN: weight of 1/2 (|E0 batch rows|^2 + sum |W|^2) / batch",
-                    float, low=0.0),)
+                    float, low=0.0, batchable=True),)
 
     def __init__(self, dataset, cfg, device, generator, encoder) -> None:
         super().__init__(dataset, cfg, device, generator, encoder)
@@ -128,7 +130,7 @@ class MBCGCNDecoder(Decoder):
 
     def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
         pairs = batch.pairs.get(self.target)
-        if pairs is None or len(pairs) == 0:
+        if pairs is None:
             return {}
         zu, zv = self.merged(reps)
         eu = rows(zu, pairs.users)
@@ -136,11 +138,13 @@ class MBCGCNDecoder(Decoder):
         neg = (eu * rows(zv, pairs.neg)).sum(-1)
         ego_u = reps.extra.get("ego_users", zu)
         ego_v = reps.extra.get("ego_items", zv)
-        l2 = (rows(ego_u, pairs.users).pow(2).sum() + rows(ego_v, pairs.pos).pow(2).sum()
-              + rows(ego_v, pairs.neg).pow(2).sum())
+        squares = (rows(ego_u, pairs.users).pow(2).sum(-1) + rows(ego_v, pairs.pos).pow(2).sum(-1)
+                   + rows(ego_v, pairs.neg).pow(2).sum(-1))
+        l2 = (squares * pairs.weight).sum()
         for w in reps.extra.get("transforms", []):
             l2 = l2 + w.pow(2).sum()
-        return {"bpr": bpr_softplus(pos, neg), "l2": self.cfg["reg"] * 0.5 * l2 / len(pairs)}
+        return {"bpr": bpr_softplus(pos, neg, pairs.weight),
+                "l2": self.hp("reg") * 0.5 * l2 / pairs.count().clamp_min(1.0)}
 
     def score(self, reps: BehaviorReps, users: torch.Tensor) -> torch.Tensor:
         zu, zv = self.merged(reps)
@@ -150,27 +154,45 @@ class MBCGCNDecoder(Decoder):
 class DistinctUserSampler:
     """Per step ``batch_size`` distinct users with target interactions (a fresh permutation each
     step), one target positive and one negative outside the user's target items each
-    (``behavior`` picks another behavior: the pretraining's first one)."""
+    (``behavior`` picks another behavior: the pretraining's first one);
+    #target interactions // batch_size + 1 steps per epoch."""
 
-    def __init__(self, dataset, batch_size: int, device: torch.device,
+    def __init__(self, dataset, batch_size: int, device: torch.device, keys: torch.Tensor,
                  behavior: int | None = None) -> None:
         self.behavior = dataset.n_behaviors - 1 if behavior is None else behavior
-        self.index = InteractionIndex(dataset.matrices()[self.behavior], device)
-        self.active = torch.nonzero(self.index.degree > 0).squeeze(1)
-        self.batch_size = batch_size
-        self.n_steps = int(self.index.keys.numel()) // batch_size + 1
-        self.device = device
+        matrix = dataset.matrices()[self.behavior]
+        self.index = InteractionIndex(matrix, device, f"matrix of behavior {self.behavior}")
+        degree = np.diff(sp.csr_matrix(matrix).indptr)
+        self.active = torch.as_tensor(np.flatnonzero(degree > 0).astype(np.int64), device=device)
+        self.batch_size = min(batch_size, len(self.active))
+        self.steps_per_epoch = int(matrix.nnz) // batch_size + 1
+        self.keys = keys
+        self.layout = CounterLayout(device)
+        self.layout.set("pos", self.batch_size)
+        self.layout.set("neg", self.batch_size)
+        self.counters = torch.arange(len(self.active), device=device)
 
-    def steps_per_epoch(self) -> int:
-        return self.n_steps
+    def start_epoch(self, epoch: int) -> bool:
+        return False
 
-    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        for _ in range(self.n_steps):
-            pick = torch.randperm(len(self.active), generator=generator, device=self.device)
-            users = self.active[pick[:self.batch_size]]
-            pos = self.index.draw_positives(users, generator)
-            neg = self.index.draw_negatives(users, generator)
-            yield Batch(users, {self.behavior: Pairs(users, pos, neg)})
+    def state(self) -> dict:
+        return {}
+
+    def restore(self, state: dict) -> None:
+        pass
+
+    def batch(self, step: torch.Tensor, global_step: torch.Tensor) -> Batch:
+        keys = streams.derive(self.keys, streams.TAG_STEP, global_step)
+        # a fresh permutation of the active users, its first batch_size taken
+        pick = torch.argsort(streams.hashes(streams.derive(keys, streams.TAG_EPOCH, 0),
+                                            self.counters), dim=-1)[..., :self.batch_size]
+        users = self.active[pick]
+        draws = self.layout.draw(keys)
+        weight = torch.ones(users.shape, device=users.device)
+        pairs = Pairs(users, self.index.positives(users, draws["pos"]),
+                      self.index.negatives(users, draws["neg"]), weight)
+        return Batch(users, {self.behavior: pairs}, user_weight=weight,
+                     noise=keys)
 
 
 def _pretrain_first_behavior(dataset, cfg: dict, device: torch.device,
@@ -182,36 +204,38 @@ def _pretrain_first_behavior(dataset, cfg: dict, device: torch.device,
     users = normal_table(dataset.n_users, d, std, generator, device)
     items = normal_table(dataset.n_items, d, std, generator, device)
     graph = torch_graph(dataset, "behavior", "symmetric", k=0, device=device)
-    sampler = DistinctUserSampler(dataset, cfg["batch_size"], device, behavior=0)
-    stream = torch.Generator(device=device)
-    stream.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    sampler = DistinctUserSampler(dataset, cfg["batch_size"], device,
+                                  streams.run_keys([seed], device), behavior=0)
     opt = torch.optim.Adam([users, items], lr=cfg["lr"])
     n_layers = cfg["pretrain_layers"]
-    for _ in range(cfg["pretrain_epochs"]):
-        for batch in sampler.epoch(stream):
-            pairs = batch.pairs[0]
-            layer = torch.cat([users, items])
-            total = layer
-            for _ in range(n_layers):
-                layer = propagate(graph, layer)
-                total = total + layer
-            out = total / (n_layers + 1)
-            zu, zv = out[:dataset.n_users], out[dataset.n_users:]
-            eu = rows(zu, pairs.users)
-            pos = (eu * rows(zv, pairs.pos)).sum(-1)
-            neg = (eu * rows(zv, pairs.neg)).sum(-1)
-            l2 = (rows(users, pairs.users).pow(2).sum() + rows(items, pairs.pos).pow(2).sum()
-                  + rows(items, pairs.neg).pow(2).sum())
-            loss = bpr_softplus(pos, neg) + cfg["reg"] * 0.5 * l2 / len(pairs)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    batches = endless_batches(sampler, device)
+    for _ in range(cfg["pretrain_epochs"] * sampler.steps_per_epoch):
+        pairs = next(batches)[0].pairs[0]
+        pairs = Pairs(pairs.users[0], pairs.pos[0], pairs.neg[0], pairs.weight[0])
+        layer = torch.cat([users, items])
+        total = layer
+        for _ in range(n_layers):
+            layer = propagate(graph, layer)
+            total = total + layer
+        out = total / (n_layers + 1)
+        zu, zv = out[:dataset.n_users], out[dataset.n_users:]
+        eu = rows(zu, pairs.users)
+        pos = (eu * rows(zv, pairs.pos)).sum(-1)
+        neg = (eu * rows(zv, pairs.neg)).sum(-1)
+        l2 = (rows(users, pairs.users).pow(2).sum() + rows(items, pairs.pos).pow(2).sum()
+              + rows(items, pairs.neg).pow(2).sum())
+        loss = bpr_softplus(pos, neg) + cfg["reg"] * 0.5 * l2 / len(pairs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return users.detach(), items.detach()
 
 
 @register_sampler("mb-cgcn")
-def _mb_cgcn_sampler(dataset, cfg: dict, device: torch.device, model) -> DistinctUserSampler:
-    return DistinctUserSampler(dataset, cfg["batch_size"], device)
+def _mb_cgcn_sampler(dataset, cfg: dict, device: torch.device, model,
+                     keys: torch.Tensor) -> DistinctUserSampler:
+    return DistinctUserSampler(dataset, cfg["batch_size"], device, keys)
 
 
 # Reference defaults: lr 1e-3 (Adam, no decay), batch 2048, regs 1e-4, d 64, N(0, 0.01) init,

@@ -21,8 +21,10 @@ any other decoder.
 Training only: node dropout (``node_dropout``, 0.2) on the values of every R_t and, drawn
 separately, of the target matrix behind h_i, scaled by 1/(1-p); message dropout
 (``message_dropout``, 0.2) on the batch's f_u / f_i rows (one mask per sampled user, shared by its
-positive and negative). The dropout streams come from torch generators seeded from the model's init
-generator, so CPU runs repeat.
+positive and negative). The dropout masks are hashes of the step's key pair (``Batch.noise``, from
+the run's sampling stream, see ``bench.train.streams``): every run draws its own masks, alone or
+in a batch, and CPU runs repeat. Because node dropout gives every run its own graph values, the
+runs of a batch cannot share one sparse product: MBGCN trains them one by one ("looped").
 
 Decoder ``mbgcn``: loss = mean ``-log(sigmoid(y_pos - y_neg) + 1e-8)`` +
 ``reg * (2|f_u|^2 + |f_pos|^2 + |f_neg|^2) / batch`` on the batch's (dropped-out) features, the
@@ -50,8 +52,6 @@ Open questions (spec §10.5), resolved by documented defaults:
 from __future__ import annotations
 
 import math
-from typing import Iterator
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -59,29 +59,24 @@ from torch import nn
 
 from bench.data.graphs import Graph, propagate
 from bench.errors import ConfigError
-from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows
+from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, weighted_mean
 from bench.models.registry import register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
-from bench.train.samplers import InteractionIndex, register_sampler
+from bench.train import streams
+from bench.train.samplers import InteractionBPRSampler, endless_batches, register_sampler
 
 ITEM_GRAPHS = ("binary", "count")
 STORAGES = ("auto", "dense", "sparse")
 DENSE_MIN_DENSITY = 0.1
 DENSE_MAX_BYTES = 2 * 1024 ** 3
+# message dropout masks are numbered after the node dropout masks of a step
+MESSAGE_DRAWS = 1000
 
 
 def _xavier_normal(rows_: int, cols: int, generator: torch.Generator,
                    device: torch.device) -> nn.Parameter:
     std = math.sqrt(2.0 / (rows_ + cols))
     return nn.Parameter((torch.randn(rows_, cols, generator=generator) * std).to(device))
-
-
-def _child_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
-    """A torch generator seeded from ``generator`` (one draw), for a model's own random stream."""
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    child = torch.Generator(device=device)
-    child.manual_seed(seed)
-    return child
 
 
 class _TensorGraph(Graph):
@@ -194,20 +189,23 @@ def _pretrain_mf(dataset, cfg: dict, device: torch.device,
     d = cfg["dim"]
     users = _xavier_normal(dataset.n_users, d, generator, device)
     items = _xavier_normal(dataset.n_items, d, generator, device)
-    sampler = RecordSampler(dataset, cfg["batch_size"], device)
-    stream = _child_generator(generator, device)
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    sampler = InteractionBPRSampler(dataset.matrices()[-1], dataset.n_behaviors - 1,
+                                    cfg["batch_size"], device, streams.run_keys([seed], device))
     opt = torch.optim.Adam([users, items], lr=cfg["pretrain_lr"])
-    for _ in range(cfg["pretrain_epochs"]):
-        for batch in sampler.epoch(stream):
-            pairs = batch.pairs[sampler.behavior]
-            eu, ep, en = rows(users, pairs.users), rows(items, pairs.pos), rows(items, pairs.neg)
-            diff = (eu * ep).sum(-1) - (eu * en).sum(-1)
-            loss = (-torch.log(torch.sigmoid(diff) + 1e-8).mean()
-                    + cfg["pretrain_reg"] * (2 * eu.pow(2).sum() + ep.pow(2).sum()
-                                             + en.pow(2).sum()) / len(pairs))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    batches = endless_batches(sampler, device)
+    for _ in range(cfg["pretrain_epochs"] * sampler.steps_per_epoch):
+        pairs = next(batches)[0].pairs[sampler.behavior]
+        weight = pairs.weight[0]
+        users_b, pos_b, neg_b = pairs.users[0], pairs.pos[0], pairs.neg[0]
+        eu, ep, en = rows(users, users_b), rows(items, pos_b), rows(items, neg_b)
+        diff = (eu * ep).sum(-1) - (eu * en).sum(-1)
+        squares = 2 * eu.pow(2).sum(-1) + ep.pow(2).sum(-1) + en.pow(2).sum(-1)
+        loss = (weighted_mean(-torch.log(torch.sigmoid(diff) + 1e-8), weight)
+                + cfg["pretrain_reg"] * (squares * weight).sum() / weight.sum().clamp_min(1.0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     with torch.no_grad():
         return (nn.functional.normalize(users, dim=1).detach(),
                 nn.functional.normalize(items, dim=1).detach())
@@ -216,6 +214,10 @@ def _pretrain_mf(dataset, cfg: dict, device: torch.device,
 @register_encoder("mbgcn")
 class MBGCNEncoder(Encoder):
     """MBGCN's user-item propagation with behavior weights and its item-item propagation."""
+
+    uses_noise = True
+    looped_reason = ("node dropout gives every run its own sparse graph values, so the runs of a "
+                     "batch share no sparse product")
 
     params = (DIM,
               Param("lamb", 1.0, "MBGCN: weight of the item-item score (MBGCN.sh: 1; flag default "
@@ -255,33 +257,38 @@ class MBGCNEncoder(Encoder):
             with torch.no_grad():
                 self.users.copy_(users)
                 self.items.copy_(items)
-        self.dropout_generator = _child_generator(generator, device)
+        # counters of the dropout draws: one per entry of every R_t (plain tensors, not buffers:
+        # the same for every member of a batch)
+        self.entry_counters = [torch.arange(r.nnz, device=device) for r in self.relations]
         # MBGCN's decoder turns this off: it needs Q_t W^beh_t on the batch's users only
         self.behavior_tables = True
         # [U, T] behavior degrees, undropped
         self.register_buffer("user_degree", torch.stack([r.degree for r in self.relations], dim=1),
                              persistent=False)
 
-    def _dropped(self, relation: _Relation, transpose: bool = False) -> Graph:
-        p = self.cfg["node_dropout"]
-        if not self.training or p <= 0:
+    def _dropped(self, t: int, noise: torch.Tensor | None, draw: int,
+                 transpose: bool = False) -> Graph:
+        """R_t (or its transpose) with node dropout in training; ``draw`` numbers the masks of a
+        step, so each gets its own random numbers."""
+        relation, p = self.relations[t], self.cfg["node_dropout"]
+        if not self.training or p <= 0 or noise is None:
             return relation.view(transpose=transpose)
-        keep = torch.rand(relation.nnz, generator=self.dropout_generator,
-                          device=self.device) >= p
-        return relation.view(keep.float() / (1.0 - p), transpose=transpose)
+        h = streams.hashes(streams.derive(noise, streams.TAG_NOISE, draw), self.entry_counters[t])
+        keep = (streams.unit(h) >= p).to(torch.float32)
+        return relation.view(keep / (1.0 - p), transpose=transpose)
 
-    def forward(self) -> BehaviorReps:
+    def forward(self, noise: torch.Tensor | None = None) -> BehaviorReps:
         eu, ev = self.users, self.items
         n_beh, lamb = self.n_behaviors, self.cfg["lamb"]
         deg = self.user_degree
         weighted = deg * self.behavior_weight
         share = weighted / (weighted.sum(dim=1, keepdim=True) + 1e-8)     # a_{u,t}
-        graphs = [self._dropped(r) for r in self.relations]
+        graphs = [self._dropped(t, noise, t) for t in range(n_beh)]
         h_u = None
         for t in range(n_beh):
             term = share[:, t:t + 1] * propagate(graphs[t], ev) / (deg[:, t:t + 1] + 1e-8)
             h_u = term if h_u is None else h_u + term
-        h_i = propagate(self._dropped(self.relations[self.target], transpose=True), eu)
+        h_i = propagate(self._dropped(self.target, noise, n_beh, transpose=True), eu)
         f_u = torch.cat([eu, h_u @ self.neighbour_weight], dim=1)
         f_i = torch.cat([ev, h_i @ self.neighbour_weight], dim=1)
         q_list, p_list = [], []
@@ -308,24 +315,25 @@ class MBGCNDecoder(Decoder):
     """score1 + lamb * score2 with message dropout in training; BPR + L2 on the batch features."""
 
     params = (Param("reg", 1e-4, "MBGCN: weight of (|f_u|^2 + |f_i|^2) / batch on the batch "
-                    "features", float, low=0.0),
+                    "features", float, low=0.0, batchable=True),
               Param("message_dropout", 0.2, "MBGCN: dropout on the batch's f_u, f_i in training",
                     float, low=0.0, high=0.99))
 
     def __init__(self, dataset, cfg, device, generator, encoder) -> None:
         super().__init__(dataset, cfg, device, generator, encoder)
         self.trained_behaviors = [self.target]
-        self.dropout_generator = _child_generator(generator, device)
         if not isinstance(encoder, MBGCNEncoder):
             raise ConfigError("decoder 'mbgcn' needs encoder 'mbgcn' (it scores MBGCN's user-item "
                               "and item-item parts)")
         encoder.behavior_tables = False
 
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+    def _drop(self, x: torch.Tensor, noise: torch.Tensor | None, draw: int) -> torch.Tensor:
         p = self.cfg["message_dropout"]
-        if not self.training or p <= 0:
+        if not self.training or p <= 0 or noise is None:
             return x
-        keep = torch.rand(x.shape, generator=self.dropout_generator, device=x.device) >= p
+        counters = torch.arange(x.numel(), device=x.device)
+        h = streams.hashes(streams.derive(noise, streams.TAG_NOISE, MESSAGE_DRAWS + draw), counters)
+        keep = (streams.unit(h) >= p).to(x.dtype).view(x.shape)
         return x * keep / (1.0 - p)
 
     @staticmethod
@@ -339,17 +347,18 @@ class MBGCNDecoder(Decoder):
 
     def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
         pairs = batch.pairs.get(self.target)
-        if pairs is None or len(pairs) == 0:
+        if pairs is None:
             return {}
         lamb = self.cfg["lamb"]
-        fu = self._drop(rows(reps.extra["f_users"], pairs.users))
-        fp = self._drop(rows(reps.extra["f_items"], pairs.pos))
-        fn = self._drop(rows(reps.extra["f_items"], pairs.neg))
+        fu = self._drop(rows(reps.extra["f_users"], pairs.users), batch.noise, 0)
+        fp = self._drop(rows(reps.extra["f_items"], pairs.pos), batch.noise, 1)
+        fn = self._drop(rows(reps.extra["f_items"], pairs.neg), batch.noise, 2)
         pos = (fu * fp).sum(-1) + lamb * self._item_item(reps, pairs.users, pairs.pos)
         neg = (fu * fn).sum(-1) + lamb * self._item_item(reps, pairs.users, pairs.neg)
-        bpr = -torch.log(torch.sigmoid(pos - neg) + 1e-8).mean()
-        l2 = (2 * fu.pow(2).sum() + fp.pow(2).sum() + fn.pow(2).sum()) / len(pairs)
-        return {"bpr": bpr, "l2": self.cfg["reg"] * l2}
+        bpr = weighted_mean(-torch.log(torch.sigmoid(pos - neg) + 1e-8), pairs.weight)
+        squares = 2 * fu.pow(2).sum(-1) + fp.pow(2).sum(-1) + fn.pow(2).sum(-1)
+        l2 = (squares * pairs.weight).sum() / pairs.count().clamp_min(1.0)
+        return {"bpr": bpr, "l2": self.hp("reg") * l2}
 
     def score(self, reps: BehaviorReps, users: torch.Tensor) -> torch.Tensor:
         lamb = self.cfg["lamb"]
@@ -361,34 +370,12 @@ class MBGCNDecoder(Decoder):
         return out + (lamb / len(reps.extra["q_users"])) * item_item
 
 
-class RecordSampler:
-    """Each epoch: every target training record once (shuffled) with one uniform negative outside
-    the user's target items; ``batch_size`` records per step."""
-
-    def __init__(self, dataset, batch_size: int, device: torch.device) -> None:
-        self.index = InteractionIndex(dataset.matrices()[-1], device)
-        self.behavior = dataset.n_behaviors - 1
-        self.users = torch.repeat_interleave(
-            torch.arange(dataset.n_users, device=device), self.index.degree)
-        self.items = self.index.indices
-        self.batch_size = batch_size
-        self.device = device
-
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.users) // self.batch_size)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        order = torch.randperm(len(self.users), generator=generator, device=self.device)
-        users, pos = self.users[order], self.items[order]
-        neg = self.index.draw_negatives(users, generator)
-        for start in range(0, len(users), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            yield Batch(users[sl], {self.behavior: Pairs(users[sl], pos[sl], neg[sl])})
-
-
 @register_sampler("mbgcn")
-def _mbgcn_sampler(dataset, cfg: dict, device: torch.device, model) -> RecordSampler:
-    return RecordSampler(dataset, cfg["batch_size"], device)
+def _mbgcn_sampler(dataset, cfg: dict, device: torch.device, model,
+                   keys: torch.Tensor) -> InteractionBPRSampler:
+    # each epoch every target record once, shuffled, one negative outside the user's target items
+    return InteractionBPRSampler(dataset.matrices()[-1], dataset.n_behaviors - 1,
+                                 cfg["batch_size"], device, keys)
 
 
 # Reference defaults (MBGCN.sh, Tmall): lr 3e-4, L2 1e-4, lamb 1, mgnn_weight ones, node and message

@@ -100,11 +100,11 @@ class PKEFEncoder(Encoder):
                              "ego_users": self.users, "ego_items": self.items})
 
     def losses(self, reps: BehaviorReps, batch) -> dict[str, torch.Tensor]:
-        parts = {"l2": tf_l2([self.users, self.items], self.cfg["reg"])}
+        parts = {"l2": tf_l2([self.users, self.items], self.hp("reg"))}
         if not self.cfg["parallel_loss"]:
             return parts
         tasks = [(k, batch.pairs[k]) for k, w in enumerate(self.weights)
-                 if w != 0 and k in batch.pairs and len(batch.pairs[k]) > 0]
+                 if w != 0 and k in batch.pairs]
         if not tasks:
             return parts
         # the trained behaviors' Y^k side by side: one gather per side for every task
@@ -119,7 +119,8 @@ class PKEFEncoder(Encoder):
             cols = slice(slot * d, (slot + 1) * d)
             s = self.cfg["mult"] * (torch.cat([x[:, cols], x[:, cols]]) * y[:, cols]).sum(-1)
             scores[k] = (s[:len(pairs)], s[len(pairs):])
-        parts["parallel"] = weighted_task_bpr(self.weights, lambda k, p: scores[k], batch)
+        parts["parallel"] = weighted_task_bpr(self.weights, self.hp("loss_weights"),
+                                              lambda k, p: scores[k], batch)
         return parts
 
 

@@ -29,8 +29,6 @@ so the main pairs are exactly those the plain harness draws for the same seed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,8 +41,7 @@ from bench.models.base import Batch, BehaviorReps, Pairs, bpr_softplus, rows
 from bench.models.registry import register_decoder
 from bench.params import Param
 from bench.train.config import TRAIN_PARAMS
-from bench.train.samplers import (InteractionIndex, MultiBehaviorSampler, SAMPLERS,
-                                  register_sampler)
+from bench.train.samplers import InteractionIndex, MultiBehaviorSampler, register_sampler
 
 UNI_SAMPLER = "multi-behavior+uni"
 PROJ_EPS = 1e-12
@@ -152,7 +149,7 @@ class PMEDecoder(GatedSlotsDecoder):
         parts = super().losses(reps, batch)
         uni_batch = batch.extra.get("uni", {})
         tasks = [(k, j, uni_batch[(k, j)]) for k, j in self.uni_pairs
-                 if (k, j) in uni_batch and len(uni_batch[(k, j)]) > 0]
+                 if (k, j) in uni_batch]
         if not tasks:
             return parts
         table_u, table_v = self.pair_tables(reps)
@@ -162,60 +159,38 @@ class PMEDecoder(GatedSlotsDecoder):
         for (k, j, pairs), x, y in zip(tasks, xs, ys):
             n = len(pairs)
             s = self.uni_row_scores(k, j, torch.cat([x, x]), y)
-            weight = self.weights[k] * TASK_SCALE * self.cfg["uni_weight"]
-            term = weight * bpr_softplus(s[:n], s[n:])
+            weight = self.hp("loss_weights")[k] * (TASK_SCALE * self.cfg["uni_weight"])
+            term = weight * bpr_softplus(s[:n], s[n:], pairs.weight)
             total = term if total is None else total + term
         parts["uni"] = total
         return parts
 
 
 # ---- the sampler --------------------------------------------------------------------------------
-class UniPairsSampler:
-    """The reference harness plus PME's "k but not j" pairs in ``Batch.extra["uni"]``."""
+class UniPairsSampler(MultiBehaviorSampler):
+    """The reference harness plus PME's "k but not j" pairs in ``Batch.extra["uni"]``: per user
+    min(n_pairs, |pos_k(u)|, |uni(u)|) uni positives (with replacement) and as many negatives
+    outside the uni set. Their draws have stream segments of their own, so the main pairs are
+    exactly those the plain harness draws."""
 
-    def __init__(self, base: MultiBehaviorSampler, dataset, uni_pairs: list[tuple[int, int]],
-                 n_pairs: int, device: torch.device) -> None:
-        self.base = base
-        self.n_pairs = n_pairs
-        self.device = device
-        self.uni = {(k, j): InteractionIndex(uni_matrix(dataset, k, j), device)
-                    for k, j in uni_pairs}
-        self.degree = {k: torch.as_tensor(np.diff(dataset.matrices()[k].indptr).astype(np.int64),
-                                          device=device) for k, _ in uni_pairs}
-        self._epochs = 0
+    def __init__(self, dataset, cfg: dict, device: torch.device, behaviors: list[int],
+                 uni_pairs: list[tuple[int, int]], keys: torch.Tensor) -> None:
+        super().__init__(dataset.matrices(), behaviors, cfg["batch_size"], cfg["n_pairs"],
+                         cfg["users_per_epoch"], device, keys)
+        for k, j in uni_pairs:
+            index = InteractionIndex(uni_matrix(dataset, k, j), device,
+                                     f"'{k} but not {j}' matrix")
+            own = InteractionIndex(dataset.matrices()[k], device).degree
+            self.add_group(("uni", k, j), index, [own, index.degree])
 
-    def steps_per_epoch(self) -> int:
-        return self.base.steps_per_epoch()
-
-    def pairs(self, k: int, j: int, users: torch.Tensor, generator: torch.Generator) -> Pairs:
-        """Per user min(n_pairs, |pos_k(u)|, |uni(u)|) uni positives (with replacement) and as many
-        negatives outside the uni set."""
-        index = self.uni[(k, j)]
-        counts = torch.minimum(torch.clamp(self.degree[k][users], max=self.n_pairs),
-                               index.degree[users])
-        rep_users = torch.repeat_interleave(users, counts)
-        return Pairs(rep_users, index.draw_positives(rep_users, generator),
-                     index.draw_negatives(rep_users, generator))
-
-    def stream(self, generator: torch.Generator) -> torch.Generator:
-        """This epoch's uni generator: seeded from the sampling seed and the epoch number, so the
-        main generator's draws are left exactly as the plain harness makes them."""
-        text = f"{generator.initial_seed()}/{self._epochs}/pme-uni".encode()
-        seed = int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)
-        self._epochs += 1
-        out = torch.Generator(device=self.device)
-        out.manual_seed(seed)
-        return out
-
-    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        uni_gen = self.stream(generator)
-        for batch in self.base.epoch(generator):
-            batch.extra["uni"] = {key: self.pairs(*key, batch.users, uni_gen) for key in self.uni}
-            yield batch
+    def with_extra(self, batch: Batch, extra: dict) -> Batch:
+        batch.extra["uni"] = {(name[1], name[2]): pairs for name, pairs in extra.items()}
+        return batch
 
 
 @register_sampler(UNI_SAMPLER)
-def _uni_sampler(dataset, cfg: dict, device: torch.device, model) -> UniPairsSampler:
-    base = SAMPLERS["multi-behavior"](dataset, cfg, device, model)
+def _uni_sampler(dataset, cfg: dict, device: torch.device, model, keys) -> UniPairsSampler:
+    behaviors = getattr(model.decoder, "trained_behaviors", None)
+    behaviors = list(range(dataset.n_behaviors)) if behaviors is None else list(behaviors)
     uni_pairs = list(getattr(model.decoder, "uni_pairs", []))
-    return UniPairsSampler(base, dataset, uni_pairs, cfg["n_pairs"], device)
+    return UniPairsSampler(dataset, cfg, device, behaviors, uni_pairs, keys)

@@ -177,7 +177,7 @@ class TFMultiTaskDecoder(Decoder):
         out = []
         for k, weight in enumerate(self.weights):
             pairs = batch.pairs.get(k)
-            if weight != 0 and pairs is not None and len(pairs) > 0:
+            if weight != 0 and pairs is not None:
                 out.append((k, pairs))
         return out
 
@@ -198,12 +198,13 @@ class TFMultiTaskDecoder(Decoder):
     def losses(self, reps: BehaviorReps, batch: Batch) -> dict[str, torch.Tensor]:
         parts = {}
         scores = self.task_scores(reps, self.trained_tasks(batch))
-        bpr = weighted_task_bpr(self.weights, lambda k, p: scores[k], batch)
+        bpr = weighted_task_bpr(self.weights, self.hp("loss_weights"), lambda k, p: scores[k],
+                                batch)
         if bpr is not None:
             parts["bpr"] = bpr
         weights = self.regularized()
         if weights:
-            parts["l2"] = tf_l2(weights, self.cfg["reg"])
+            parts["l2"] = tf_l2(weights, self.hp("reg"))
         return parts
 
     @torch.no_grad()

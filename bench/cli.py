@@ -44,8 +44,11 @@ def _add_run_parser(sub) -> None:
                    help="save training state every EPOCHS epochs so a killed run resumes (0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--seed-batch", action="store_true",
-                   help="train the runs (seeds) of one model and dataset together as one batched "
-                        "model (paper protocol): the same per-run results, one process")
+                   help="train the runs (seeds) of one model and dataset together as one batch "
+                        "(paper protocol): the same per-run results, one computation")
+    p.add_argument("--cuda-graphs", choices=("auto", "off"), default="auto",
+                   help="on a CUDA device, capture each training step as a CUDA graph and replay "
+                        "it (auto, the default); off: launch every operator from Python")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="trials run in N parallel worker processes (-1: one per CPU, or every "
                         "cluster worker); default 1, in this process")

@@ -41,6 +41,7 @@ class TrialTask:
     results_dir: str
     checkpoint_every: int
     plugins: tuple[str, ...]
+    cuda_graphs: str = "auto"
 
 
 def trial_devices(n_tasks: int, device: torch.device, n_gpus: int) -> list[str]:
@@ -82,15 +83,15 @@ def _worker_setup(plugins: tuple[str, ...]) -> None:
 
 
 def run_task(task: TrialTask) -> list[Attempt]:
-    """Run one trial or seed batch in a worker process (a joblib task)."""
-    from bench.seed_groups import attempt_group
+    """Run one trial or batch in a worker process (a joblib task)."""
+    from bench.runner import attempt_group
     _worker_setup(task.plugins)
     # several trials share the machine's cores: one thread each unless told otherwise
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     dataset = _worker_dataset(task.trials[0].dataset, task.data_dir)
     return attempt_group(task.trials, dataset, torch.device(task.device), Path(task.results_dir),
-                         checkpoint_every=task.checkpoint_every)
+                         checkpoint_every=task.checkpoint_every, cuda_graphs=task.cuda_graphs)
 
 
 def _connect(backend: str, scheduler: str | None):
@@ -135,7 +136,8 @@ def run_parallel(groups: Sequence[Sequence[Trial]], args: argparse.Namespace,
     devices = trial_devices(len(groups), device, n_gpus)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).resolve())
     tasks = [TrialTask(tuple(group), dev, data_dir, str(Path(args.results_dir).resolve()),
-                       args.checkpoint_every, tuple(args.plugin))
+                       args.checkpoint_every, tuple(args.plugin),
+                       getattr(args, "cuda_graphs", "auto"))
              for group, dev in zip(groups, devices)]
     if not tasks:
         return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench.errors import ConfigError
 
@@ -23,6 +23,12 @@ class Param:
     low_open: bool = False
     choices: tuple | None = None
     length: str | None = None   # for lists: "behaviors" means one entry per behavior
+    # A number (or list of numbers) the model reads as a tensor (``Component.hp``), so members of
+    # one batch may hold different values; which entries are zero stays structural.
+    batchable: bool = False
+    # For a batchable parameter: what of its value is structural (members of one batch must agree
+    # on it); None = which entries are zero.
+    structure: Callable[[Any], Any] | None = None
 
     def describe_range(self) -> str:
         if self.choices is not None:
@@ -144,4 +150,4 @@ def parse_assignments(items: Sequence[str], specs: Mapping[str, Param]) -> dict[
 # Parameters shared by many components: declared once so that encoder and decoder agree.
 DIM = Param("dim", 64, "embedding size d", int, low=1)
 TF_REG = Param("reg", 1e-2, "TF-family L2 weight on the full regularized tables, every step",
-               float, low=0.0)
+               float, low=0.0, batchable=True)

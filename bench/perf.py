@@ -5,8 +5,12 @@ name, library versions, commit and command, so every timing quoted anywhere has 
 """
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -19,10 +23,11 @@ from bench.evaluate import evaluate_all
 from bench.models.registry import build_model, get_model
 from bench.records import atomic_write_bytes, command_line, environment, git_commit
 from bench.runner import peak_rss_mb
-from bench.train.samplers import endless_batches, make_sampler
-from bench.train.seed_batch import RandomStreams, SeedBatch
+from bench.models.base import Model
+from bench.train import streams
+from bench.train.samplers import make_sampler
 from bench.train.seeds import derive_seed, generator
-from bench.train.trainer import make_optimizer
+from bench.train.trainer import BatchTrainer, Member
 
 
 def _sync(device: torch.device) -> None:
@@ -88,56 +93,148 @@ def time_graph_products(encoder: torch.nn.Module, dim: int, device: torch.device
     return out
 
 
-def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, steps: int,
-               overrides: dict[str, Any] | None = None, repeats: int = 3,
-               seed_batch: int = 1) -> dict[str, Any]:
-    """Median seconds per training step (and the epoch estimate), full-evaluation seconds.
-    ``seed_batch`` > 1 times one step of that many runs trained together (``--seed-batch``)."""
+# Operators that make the host wait for the device (or imply a data-dependent shape, which does):
+# none may run inside a training step.
+SYNC_OPERATORS = ("aten::_local_scalar_dense", "aten::item", "aten::nonzero",
+                  "aten::nonzero_static", "aten::masked_select", "aten::unique",
+                  "aten::_unique", "aten::_unique2", "aten::unique_dim",
+                  "aten::unique_consecutive", "aten::unique_dim_consecutive",
+                  "aten::masked_scatter", "aten::_assert_async")
+
+
+@dataclass
+class OperatorCount:
+    """The operators one call ran: top-level ``aten::`` calls (those not inside another aten
+    call; the backward's included), and every host-synchronizing operator, nested or not."""
+
+    top_level: int
+    syncs: dict[str, int]
+
+
+def count_operators(fn: Callable[[], Any]) -> OperatorCount:
+    """Run ``fn`` once under ``torch.profiler`` (CPU activity) and count its operators: the CPU
+    proxy of a GPU step's launch overhead, measurable on any machine."""
+    with _quiet_native_stderr(), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    top, syncs = 0, {}
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        if event.name in SYNC_OPERATORS:
+            syncs[event.name] = syncs.get(event.name, 0) + 1
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if parent is None:
+            top += 1
+    return OperatorCount(top, syncs)
+
+
+@contextmanager
+def _quiet_native_stderr():
+    """Silence the profiler library's own start/stop lines, which it writes to the process's
+    standard error from native code (Python's ``sys.stderr`` cannot catch them)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def build_trainer(name: str, dataset: MultiBehaviorDataset, device: torch.device, members: int,
+                  overrides: dict[str, Any] | None = None, cuda_graphs: str = "off"
+                  ) -> tuple[BatchTrainer | None, dict[str, Any], Model]:
+    """A batch of ``members`` runs (run indices 0..members-1, base seed 0) of model ``name`` ready
+    to step, as ``bench run`` trains it; None for a model that does not train."""
     spec = get_model(name)
     cfg = spec.resolve(dataset.name, dataset.n_behaviors, overrides or {})
     seed = lambda run, purpose: derive_seed(0, dataset.name, run, purpose)
+    built = [Member(build_model(spec, dataset, cfg, device, generator(seed(run, "init"))), cfg,
+                    seed(run, "sampling")) for run in range(members)]
+    keys = streams.run_keys([m.sampling_seed for m in built], device)
+    sampler = make_sampler(built[0].model, dataset, cfg, device, keys)
+    if sampler is None:
+        return None, cfg, built[0].model
+    trainer = BatchTrainer(built, dataset, sampler, device, cuda_graphs, name)
+    for member in built:
+        member.model.train()
+    return trainer, cfg, built[0].model
+
+
+class Stepper:
+    """Steps a batch trainer across epoch boundaries, as the training loop does."""
+
+    def __init__(self, trainer: BatchTrainer) -> None:
+        self.trainer = trainer
+        self.epoch = 0
+        self.left = 0
+
+    def begin(self) -> None:
+        """Start the next epoch if the current one is used up."""
+        trainer = self.trainer
+        if self.left == 0:
+            if trainer.sampler.start_epoch(self.epoch):
+                trainer.runner.reset()
+            trainer.counters.step.zero_()
+            self.epoch += 1
+            self.left = trainer.sampler.steps_per_epoch
+
+    def count(self) -> OperatorCount:
+        """The operators of one eager step (the epoch's start, if due, not counted)."""
+        self.begin()
+        ops = count_operators(self.trainer.step)
+        self.left -= 1
+        return ops
+
+    def __call__(self) -> None:
+        self.begin()
+        self.trainer.runner()
+        self.left -= 1
+
+
+def perf_model(name: str, dataset: MultiBehaviorDataset, device: torch.device, steps: int,
+               overrides: dict[str, Any] | None = None, repeats: int = 3,
+               seed_batch: int = 1, cuda_graphs: str = "auto") -> dict[str, Any]:
+    """Median seconds per training step (and the epoch estimate), operators per step, full
+    evaluation seconds. ``seed_batch`` > 1 times one step of that many runs trained together
+    and also counts one run's operators, for the ratio. ``cuda_graphs`` applies on CUDA."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    models = [build_model(spec, dataset, cfg, device, generator(seed(run, "init")))
-              for run in range(max(seed_batch, 1))]
-    model = models[0]
+    trainer, cfg, model = build_trainer(name, dataset, device, max(seed_batch, 1), overrides,
+                                        cuda_graphs)
     label = name if seed_batch <= 1 else f"{name}-x{seed_batch}"
-    out: dict[str, Any] = {"model": label, "params": cfg, "model_version": spec.code_version(),
+    out: dict[str, Any] = {"model": label, "params": cfg,
+                           "model_version": get_model(name).code_version(),
                            "seed_batch": seed_batch}
-    samplers = [make_sampler(m, dataset, cfg, device) for m in models]
-    if samplers[0] is not None:
+    if trainer is not None:
+        stepper = Stepper(trainer)
+        ops = stepper.count()
+        out.update({"ops_per_step": ops.top_level, "host_syncs_per_step": ops.syncs,
+                    "batch_mode": trainer.engine.mode})
         if seed_batch > 1:
-            batch = SeedBatch(models)
-            streams = RandomStreams([RandomStreams.capture(device)] * seed_batch, device)
-            opt, schedule = make_optimizer(batch.parameters(), cfg, samplers[0].steps_per_epoch(),
-                                           dataset.n_users)
-        else:
-            opt, schedule = make_optimizer(model, cfg, samplers[0].steps_per_epoch(),
-                                           dataset.n_users)
-        gens = [generator(seed(run, "sampling"), device) for run in range(len(models))]
-        streams_of_batches = [endless_batches(smp, g) for smp, g in zip(samplers, gens)]
-
-        def step():
-            batches = [next(b) for b in streams_of_batches]
-            if seed_batch > 1:
-                loss = torch.stack([t for t, _ in batch.losses(batches, streams)]).sum()
-            else:
-                loss, _ = model.loss(batches[0])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-        _timed(step, device, 3)                       # warm-up
-        step_times = _timed(step, device, steps)
+            single, _, _ = build_trainer(name, dataset, device, 1, overrides, "off")
+            one = Stepper(single).count().top_level
+            out.update({"ops_per_step_one_run": one,
+                        "ops_ratio": round(ops.top_level / max(one, 1), 4)})
+            del single
+        _timed(stepper, device, 3)                  # warm-up (and the CUDA graph's capture)
+        step_times = _timed(stepper, device, steps)
         per_step = statistics.median(step_times)
         out.update({"steps_timed": steps, "seconds_per_step_median": per_step,
                     "seconds_per_step_mean": statistics.fmean(step_times),
-                    "steps_per_epoch": samplers[0].steps_per_epoch(),
-                    "seconds_per_epoch_estimate": per_step * samplers[0].steps_per_epoch()})
+                    "steps_per_epoch": trainer.sampler.steps_per_epoch,
+                    "seconds_per_epoch_estimate": per_step * trainer.sampler.steps_per_epoch,
+                    "cuda_graphs": trainer.runner.active})
+        if trainer.runner.fallback_reason:
+            out["cuda_graphs_fallback"] = trainer.runner.fallback_reason
         if seed_batch > 1:
-            out.update({"seed_batch_mode": batch.mode,
-                        "seconds_per_step_per_seed": per_step / seed_batch})
-            batch.sync_models()
+            out["seconds_per_step_per_seed"] = per_step / seed_batch
+        trainer.engine.sync_models()
     graphs = time_graph_products(model.encoder, cfg.get("dim", 64), device)
     if graphs:
         out["graph_products"] = graphs

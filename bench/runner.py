@@ -23,12 +23,13 @@ from filelock import FileLock, Timeout
 
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.holdout import with_validation_holdout
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError, TrainingError
 from bench.models.registry import ModelSpec, build_model, get_model
 from bench.records import (RECORD_FORMAT, atomic_write_bytes, command_line, config_hash,
                            environment, find_record, git_commit, record_path, write_record)
 from bench.train.seeds import derive_seed, generator
-from bench.train.trainer import PROTOCOLS, Checkpoint, TrainOutcome, train
+from bench.train.trainer import (PROTOCOLS, Checkpoint, Member, ProgressFn, TrainOutcome,
+                                 train)
 
 DEFAULT_EVAL = {"ks": [10, 20], "protocols": ["full", "sampled"], "rules": ["default", "paper"],
                 "n_negatives": 99}
@@ -139,38 +140,74 @@ def write_failure(results_dir: Path, trial: Trial, err: BaseException) -> Path:
     return path
 
 
-def run_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
-              results_dir: Path, on_epoch: Callable[[dict], None] | None = None,
-              checkpoint_every: int = 5) -> dict[str, Any]:
-    """Train and evaluate one trial, write its record atomically and return the record.
-    Training state is checkpointed every ``checkpoint_every`` epochs (0: never) and a trial
+def group_id(trials: Sequence[Trial]) -> str:
+    """A batch's identity (its scratch folder): the run id of a lone trial, else a hash of the
+    members' run ids."""
+    if len(trials) == 1:
+        return trials[0].run_id
+    joined = ",".join(sorted(t.run_id for t in trials))
+    return "batch-" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def group_dataset(trials: Sequence[Trial], dataset: MultiBehaviorDataset) -> MultiBehaviorDataset:
+    """The data a batch trains on: under the honest protocol, the validation holdout its members
+    share (members of one batch always share it: ``bench.seed_groups``)."""
+    if trials[0].protocol == "honest":
+        return with_validation_holdout(dataset, trial_seed(trials[0], "holdout"))
+    return dataset
+
+
+def build_member(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device) -> Member:
+    """A trial's model, built from its own init seed, as a member of a batch."""
+    # a model that draws from torch's global generator at build time repeats too
+    torch.manual_seed(trial_seed(trial, "dropout"))
+    model = build_model(get_model(trial.model), dataset, trial.config["params"], device,
+                        generator(trial_seed(trial, "init")))
+    evaluation = {**trial.config["evaluation"], "seed": trial_seed(trial, "evaluation")}
+    return Member(model, trial.config["params"], trial_seed(trial, "sampling"), evaluation,
+                  trial.label)
+
+
+def differing_params(trials: Sequence[Trial]) -> list[str]:
+    """The hyper-parameters whose values differ between the members of a batch."""
+    first = trials[0].config["params"]
+    return sorted(k for k in first if any(t.config["params"][k] != first[k] for t in trials[1:]))
+
+
+def run_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: torch.device,
+              results_dir: Path, on_epoch: Callable[[int, dict], None] | None = None,
+              checkpoint_every: int = 5, on_progress: ProgressFn | None = None,
+              cuda_graphs: str = "auto") -> list[Attempt]:
+    """Train the trials together as one batch (a lone trial is a batch of one) and write one
+    record per member; a member that fails leaves a failure note and the others go on.
+    Training state is checkpointed every ``checkpoint_every`` epochs (0: never) and a batch
     interrupted earlier resumes from its checkpoint."""
-    config = trial.config
-    seed = lambda purpose: trial_seed(trial, purpose)
-    # models that draw from torch's global generator (dropout) get a per-trial stream too
-    torch.manual_seed(seed("dropout"))
+    data = group_dataset(trials, dataset)
     checkpoint = None
     if checkpoint_every > 0:
-        checkpoint = Checkpoint(scratch_dir(results_dir, trial.run_id) / "checkpoint.pt",
+        checkpoint = Checkpoint(scratch_dir(results_dir, group_id(trials)) / "checkpoint.pt",
                                 checkpoint_every)
-    data = dataset
-    if trial.protocol == "honest":
-        data = with_validation_holdout(dataset, seed("holdout"))
-    spec = get_model(trial.model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    model = build_model(spec, data, config["params"], device, generator(seed("init")))
-    evaluation = dict(config["evaluation"])
-    evaluation["seed"] = seed("evaluation")
-    outcome = train(model, data, config["params"], trial.protocol,
-                    generator(seed("sampling"), device), device, describe=trial.label,
-                    eval_kwargs=evaluation, on_epoch=on_epoch, checkpoint=checkpoint)
+    members = [build_member(t, data, device) for t in trials]
+    describe = trials[0].label if len(trials) == 1 else (
+        f"{trials[0].model} on {trials[0].dataset} (batch of {len(trials)})")
+    outcomes, info = train(members, data, trials[0].protocol, device, describe, on_epoch,
+                           on_progress, checkpoint, cuda_graphs)
     wall = time.perf_counter() - started
-    record = store_outcome(trial, outcome, wall, device, results_dir)
+    info.update(runs=[t.run for t in trials], differing=differing_params(trials),
+                group_wall_seconds=round(wall, 3))
+    attempts = []
+    for trial, outcome in zip(trials, outcomes):
+        if isinstance(outcome, TrainingError):
+            attempts += failed_attempts([trial], outcome, results_dir)
+        else:
+            store_outcome(trial, outcome, wall, device, results_dir, {"batch": info})
+            attempts.append(Attempt(trial.label, "trained"))
     if checkpoint is not None:
         checkpoint.remove()
-    return record
+    return attempts
 
 
 def trial_seed(trial: Trial, purpose: str) -> int:
@@ -300,25 +337,45 @@ class Attempt:
     message: str = ""
 
 
-def attempt_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
-                  results_dir: Path, on_epoch: Callable[[dict], None] | None = None,
-                  checkpoint_every: int = 5) -> Attempt:
-    """Run one trial under its lock unless stored or held elsewhere. A failure is noted beside
-    the records and returned, never raised (except Ctrl-C), so the other trials go on."""
-    lock = TrialLock(results_dir, trial.run_id)
-    if not lock.acquire():
-        return Attempt(trial.label, "elsewhere")
+def attempt_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: torch.device,
+                  results_dir: Path, on_epoch: Callable[[int, dict], None] | None = None,
+                  checkpoint_every: int = 5, on_progress: ProgressFn | None = None,
+                  cuda_graphs: str = "auto") -> list[Attempt]:
+    """Lock the trials, drop those stored or held elsewhere, and train the rest together as one
+    batch. Failures are noted beside the records and returned, never raised (except Ctrl-C), so
+    the other trials go on."""
+    attempts: list[Attempt] = []
+    locks, todo = [], []
     try:
-        if find_record(results_dir, trial.config) is not None:
-            return Attempt(trial.label, "stored")
-        run_trial(trial, dataset, device, results_dir, on_epoch, checkpoint_every=checkpoint_every)
-        return Attempt(trial.label, "trained")
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:          # a crashed trial must not take the finished ones along
-        return failed_attempts([trial], err, results_dir)[0]
+        for trial in trials:
+            lock = TrialLock(results_dir, trial.run_id)
+            if not lock.acquire():
+                attempts.append(Attempt(trial.label, "elsewhere"))
+                continue
+            locks.append(lock)
+            if find_record(results_dir, trial.config) is not None:
+                attempts.append(Attempt(trial.label, "stored"))
+            else:
+                todo.append(trial)
+        if todo:
+            try:
+                attempts += run_group(todo, dataset, device, results_dir, on_epoch,
+                                      checkpoint_every, on_progress, cuda_graphs)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:      # the batch's runs fail together; other trials go on
+                attempts += failed_attempts(todo, err, results_dir)
+        return attempts
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
+
+
+def attempt_trial(trial: Trial, dataset: MultiBehaviorDataset, device: torch.device,
+                  results_dir: Path, on_epoch: Callable[[int, dict], None] | None = None,
+                  checkpoint_every: int = 5) -> Attempt:
+    """One trial alone (a batch of one)."""
+    return attempt_group([trial], dataset, device, results_dir, on_epoch, checkpoint_every)[0]
 
 
 def failed_attempts(trials: Sequence[Trial], err: BaseException,

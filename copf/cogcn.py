@@ -122,4 +122,4 @@ class COGCNEncoder(Encoder):
                              "ego_users": self.users, "ego_items": self.items})
 
     def losses(self, reps: BehaviorReps, batch) -> dict[str, torch.Tensor]:
-        return {"l2": tf_l2([self.users, self.items], self.cfg["reg"])}
+        return {"l2": tf_l2([self.users, self.items], self.hp("reg"))}

@@ -12,9 +12,13 @@ For every auxiliary behavior k < K (the target is K):
 - each side is summed over its anchors and divided by the number of USERS (both sides, as the code);
 - L_cl = gamma * sum_{k<K} (l_U + l_V) / U. Gradients reach both tables.
 
-Saving: an anchor that repeats c times contributes c times the same term, so each distinct anchor is
-computed once and weighted by its count. This is the same loss with the same gradients, at a cost
-that grows with the number of distinct anchors instead of the number of pairs.
+Saving: an anchor that repeats c times contributes c times the same term. On the user side the
+sampler groups the pairs by the batch's users (``Pairs.owner``), so each batch user is one row
+weighted by its number of pairs: the same loss with the same gradients at the cost of B rows
+instead of one per pair. Item anchors stay one row per pair slot (padding slots weigh 0): finding
+the distinct items would need a data-dependent shape.
+
+gamma and tau are tensors (``Component.hp``), so members of one batch may differ in them.
 """
 from __future__ import annotations
 
@@ -31,68 +35,94 @@ NORM_EPS = 1e-12
 FAST_MAX_INV_TAU = 40.0
 
 
+def fast_path_allowed(temperature: float) -> bool:
+    """Whether the fused log-sum-exp is exact at this temperature (no underflow)."""
+    return 1.0 / temperature <= FAST_MAX_INV_TAU
+
+
 class _WeightedLogSumExp(torch.autograd.Function):
     """sum_i w_i log sum_j exp(<a_i, t_j> / tau) for rows of norm <= 1. Since |<a, t>| <= 1 the
     logits are shifted by the constant 1/tau instead of their row maximum, and the shift rides in
     the GEMM as one extra column ([a / tau, -1/tau] . [t, 1]); the exponentials are taken in place
-    and reused by the backward (which may therefore run once: a second backward raises)."""
+    and reused by the backward (which may therefore run once: a second backward raises).
+
+    Tensors may carry leading batch axes (anchor [..., n, d], table [..., m, d], weight [..., n],
+    inv_tau [...]): the vmap rule moves a seed batch's axis there."""
 
     @staticmethod
-    def forward(ctx, anchor, table, weight, inv_tau):
-        left = torch.cat([anchor * inv_tau, anchor.new_full((anchor.shape[0], 1), -inv_tau)], 1)
-        right = torch.cat([table, table.new_ones((table.shape[0], 1))], 1)
-        expd = (left @ right.T).exp_()
-        total = expd.sum(1)
-        ctx.save_for_backward(anchor, table, weight, expd, total)
-        ctx.inv_tau = inv_tau
-        return (weight * (total.log() + inv_tau)).sum()
+    def forward(anchor, table, weight, inv_tau):
+        scale = inv_tau[..., None, None]
+        left = torch.cat([anchor * scale, (-scale).expand(*anchor.shape[:-1], 1)], -1)
+        right = torch.cat([table, table.new_ones((*table.shape[:-1], 1))], -1)
+        expd = (left @ right.transpose(-1, -2)).exp_()
+        total = expd.sum(-1)
+        value = (weight * (total.log() + inv_tau[..., None])).sum(-1)
+        return value, expd, total
 
     @staticmethod
-    def backward(ctx, grad):
-        anchor, table, weight, expd, total = ctx.saved_tensors
-        prob = expd.mul_(((grad * ctx.inv_tau) * weight / total)[:, None])
+    def setup_context(ctx, inputs, output) -> None:
+        anchor, table, weight, inv_tau = inputs
+        _, expd, total = output
+        ctx.save_for_backward(anchor, table, weight, inv_tau, expd, total)
+        ctx.mark_non_differentiable(expd, total)
+
+    @staticmethod
+    def backward(ctx, grad, _expd_grad, _total_grad):
+        anchor, table, weight, inv_tau, expd, total = ctx.saved_tensors
+        factor = (grad * inv_tau)[..., None] * weight / total
+        prob = expd.mul_(factor[..., None])
         grad_anchor = prob @ table if ctx.needs_input_grad[0] else None
-        grad_table = prob.T @ anchor if ctx.needs_input_grad[1] else None
+        grad_table = prob.transpose(-1, -2) @ anchor if ctx.needs_input_grad[1] else None
         return grad_anchor, grad_table, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, anchor, table, weight, inv_tau):
+        size = info.batch_size
+
+        def front(x, dim):
+            if dim is None:
+                return x.expand(size, *x.shape)
+            return x.movedim(dim, 0)
+        args = [front(x, d).contiguous() for x, d in zip((anchor, table, weight, inv_tau), in_dims)]
+        return _WeightedLogSumExp.apply(*args), (0, 0, 0)
 
 
 def side_loss(anchor_table: torch.Tensor, aux_table: torch.Tensor, anchors: torch.Tensor,
-              temperature: float, unique: bool = True) -> torch.Tensor:
-    """sum over ``anchors`` (with repeats) of -log softmax_{a'}(cos(Z^K[a], Z^k[a']) / tau)[a].
-
-    ``unique=True`` computes each distinct anchor once, weighted by its count; ``False`` is the
-    direct form, one row per anchor."""
-    fast = not plain()
-    if unique and fast:
-        ids, counts = torch.unique(anchors, sorted=True, return_counts=True)
-        weight = counts.to(anchor_table.dtype)
-    else:
-        ids = anchors
-        weight = torch.ones(len(ids), dtype=anchor_table.dtype, device=anchor_table.device)
-    anchor = F.normalize(rows(anchor_table, ids), dim=1, eps=NORM_EPS)
+              weight: torch.Tensor, inv_tau: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """sum over ``anchors`` of weight * -log softmax_{a'}(cos(Z^K[a], Z^k[a']) / tau)[a]: each
+    anchor row counts ``weight`` times (0 for padding)."""
+    anchor = F.normalize(rows(anchor_table, anchors), dim=1, eps=NORM_EPS)
     aux = F.normalize(aux_table, dim=1, eps=NORM_EPS)
-    inv_tau = 1.0 / temperature
-    positive = (weight * (anchor * rows(aux, ids)).sum(-1)).sum() * inv_tau
-    if fast and inv_tau <= FAST_MAX_INV_TAU:
-        normalizer = _WeightedLogSumExp.apply(anchor, aux, weight, inv_tau)
+    positive = (weight * (anchor * rows(aux, anchors)).sum(-1)).sum() * inv_tau
+    if fast and not plain():
+        normalizer = _WeightedLogSumExp.apply(anchor, aux, weight, inv_tau)[0]
     else:
         normalizer = (weight * torch.logsumexp(anchor @ aux.T * inv_tau, dim=1)).sum()
     return normalizer - positive
 
 
-def contrastive_loss(reps: BehaviorReps, batch: Batch, temperature: float, weight: float,
-                     unique: bool = True, target: int | None = None) -> torch.Tensor | None:
+def contrastive_loss(reps: BehaviorReps, batch: Batch, temperature: torch.Tensor,
+                     weight: torch.Tensor, fast: bool = True,
+                     target: int | None = None) -> torch.Tensor | None:
     """gamma * sum_{k<K} (l_U + l_V) / U on ``reps``' per-behavior tables and the batch's target
-    pairs; None when the batch has no target pair (nothing to contrast) or there is no auxiliary
-    behavior."""
+    pairs; None when the batch has no target pairs to contrast or there is no auxiliary behavior.
+    ``fast`` allows the fused log-sum-exp (see ``fast_path_allowed``)."""
     target = len(reps.users) - 1 if target is None else target
     pairs = batch.pairs.get(target)
-    if pairs is None or len(pairs) == 0 or target == 0:
+    if pairs is None or target == 0:
         return None
     n_users = reps.users[target].shape[0]
+    if pairs.owner is not None and not plain():
+        user_ids = batch.users
+        user_weight = torch.zeros(user_ids.shape, dtype=pairs.weight.dtype,
+                                  device=pairs.weight.device).index_add(0, pairs.owner, pairs.weight)
+    else:
+        user_ids, user_weight = pairs.users, pairs.weight
+    inv_tau = 1.0 / temperature
     total = None
     for k in range(target):
-        term = (side_loss(reps.users[target], reps.users[k], pairs.users, temperature, unique)
-                + side_loss(reps.items[target], reps.items[k], pairs.pos, temperature, unique))
+        term = (side_loss(reps.users[target], reps.users[k], user_ids, user_weight, inv_tau, fast)
+                + side_loss(reps.items[target], reps.items[k], pairs.pos, pairs.weight, inv_tau,
+                            fast))
         total = term if total is None else total + term
     return weight * total / n_users

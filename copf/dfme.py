@@ -43,7 +43,7 @@ from bench.params import DIM, TF_REG, Param
 from copf.aggregation import (AGGREGATION, LINEAR_FORM, PROJECTION_GATE, SharedGate,
                               make_aggregation)
 from copf.cogcn import layer_counts
-from copf.contrastive import contrastive_loss
+from copf.contrastive import contrastive_loss, fast_path_allowed
 
 SG_MODES = ("paper", "code", "none", "all", "aux")
 EXPERT_KINDS = ("fitting", "raw")
@@ -160,16 +160,17 @@ class DFMEDecoder(Decoder):
             return s[:n], s[n:]
 
         parts = {}
-        bpr = weighted_task_bpr(self.weights, scores_of, batch)
+        bpr = weighted_task_bpr(self.weights, self.hp("loss_weights"), scores_of, batch)
         if bpr is not None:
             parts["bpr"] = bpr
         if self.cfg["cl_weight"] > 0:
-            cl = contrastive_loss(reps, batch, self.cfg["cl_temperature"], self.cfg["cl_weight"])
+            cl = contrastive_loss(reps, batch, self.hp("cl_temperature"), self.hp("cl_weight"),
+                                  fast_path_allowed(self.cfg["cl_temperature"]))
             if cl is not None:
                 parts["cl"] = cl
         weights = self.regularized()
         if weights:
-            parts["l2"] = tf_l2(weights, self.cfg["reg"])
+            parts["l2"] = tf_l2(weights, self.hp("reg"))
         return parts
 
     @torch.no_grad()

@@ -24,7 +24,8 @@ class WeightedBPR(Decoder):
             pos = (user * rows(reps.items[k], pairs.pos)).sum(-1)
             neg = (user * rows(reps.items[k], pairs.neg)).sum(-1)
             weight = 1.0 if k == self.target else self.cfg["aux_weight"]
-            terms.append(weight * bpr_softplus(pos, neg))
+            # pairs come in fixed slots; pairs.weight is 0 on the padding ones
+            terms.append(weight * bpr_softplus(pos, neg, pairs.weight))
         return {"bpr": torch.stack(terms).sum()}
 
     def score(self, reps, users):

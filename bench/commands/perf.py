@@ -26,7 +26,11 @@ def add_perf_parser(sub) -> None:
                    help="time the plain PyTorch forms of the suite's exact fast paths (the "
                         "baseline they are measured against; see bench/kernels.py)")
     p.add_argument("--seed-batch", type=int, default=1, metavar="S",
-                   help="time steps of S runs trained together as one batched model")
+                   help="time steps of S runs trained together as one batch (and count one "
+                        "run's operators beside the batch's)")
+    p.add_argument("--cuda-graphs", choices=("auto", "off"), default="auto",
+                   help="on CUDA, time steps replayed from a captured CUDA graph (auto) or "
+                        "launched operator by operator (off)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--results-dir", default="results")
@@ -55,7 +59,7 @@ def command_perf(args: argparse.Namespace) -> int:
             own = {k: v for k, v in overrides.items() if k in get_model(name).param_specs()}
             with plain_kernels(args.plain):
                 m = perf_model(name, dataset, device, args.steps, own, args.repeats,
-                               args.seed_batch)
+                               args.seed_batch, args.cuda_graphs)
             m["kernels"] = "plain" if args.plain else "fast"
             if args.plain:
                 m["model"] += "-plain"
@@ -64,7 +68,10 @@ def command_perf(args: argparse.Namespace) -> int:
             path = write_perf_record(args.results_dir, dataset, device, m)
             rows.append((dataset.name, m["model"], m.get("seconds_per_step_median"),
                          m.get("seconds_per_epoch_estimate"), m["evaluation_seconds_median"],
-                         str(path)))
+                         m.get("ops_per_step_one_run", m.get("ops_per_step")),
+                         m.get("ops_per_step") if "ops_per_step_one_run" in m else None,
+                         m.get("ops_ratio"), str(path)))
     print(tabulate(rows, headers=["dataset", "model", "s/step", "s/epoch (est.)", "eval s",
+                                  "ops_per_step (1 run)", "ops_per_step (batch)", "ratio",
                                   "record"], floatfmt=".4f"))
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from tabulate import tabulate
 from tqdm import tqdm
@@ -11,8 +12,8 @@ from bench.errors import ConfigError
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
-from bench.runner import Attempt, plan_trials, resolve_device, summarize
-from bench.seed_groups import attempt_group, seed_groups
+from bench.runner import Attempt, attempt_group, plan_trials, resolve_device, summarize
+from bench.seed_groups import seed_groups
 
 
 def load_datasets(names: list[str], data_dir: str | None):
@@ -117,22 +118,69 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def run_group(trials, dataset, device, args) -> list[Attempt]:
-    """Run one trial, or a seed batch of trials, in this process with a bar over epochs."""
-    size = f" x{len(trials)}" if len(trials) > 1 else ""
-    epochs = tqdm(total=trials[0].config["params"]["epochs"], desc=f"  {trials[0].model}{size}",
-                  unit="ep", leave=False, disable=args.no_progress)
+    """Run one trial, or a batch of trials, in this process with progress bars."""
+    bars = TrialBars(trials, disabled=args.no_progress)
+    try:
+        return attempt_group(trials, dataset, device, args.results_dir, bars.on_epoch,
+                             checkpoint_every=args.checkpoint_every, on_progress=bars.on_progress,
+                             cuda_graphs=args.cuda_graphs)
+    finally:
+        bars.close()
 
-    def on_epoch(member, point):
+
+class TrialBars:
+    """A bar over a trial's epochs and, when an epoch is long, one over its steps and
+    evaluations. A resumed trial's epoch bar starts at the resumed epoch and says so."""
+
+    # an epoch whose steps take longer than this gets its own bar
+    LONG_EPOCH_SECONDS = 2.0
+
+    def __init__(self, trials, disabled: bool = False) -> None:
+        self.disabled = disabled
+        size = f" x{len(trials)}" if len(trials) > 1 else ""
+        self.label = f"  {trials[0].model}{size}"
+        self.total = trials[0].config["params"]["epochs"]
+        self.epochs = tqdm(total=self.total, desc=self.label, unit="ep", leave=False,
+                           disable=disabled)
+        self.steps = None
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch(self, member: int, point: dict) -> None:
         if member != 0:
             return
-        epochs.update(1)
+        self.epochs.update(1)
         shown = {"loss": f"{point['loss']:.4g}"}
         for split in ("test", "valid"):
             if split in point:
                 shown[f"{split} HR@10"] = f"{point[split]['HR@10']:.4f}"
-        epochs.set_postfix(shown)
-    try:
-        return attempt_group(trials, dataset, device, args.results_dir, on_epoch,
-                             checkpoint_every=args.checkpoint_every)
-    finally:
-        epochs.close()
+        self.epochs.set_postfix(shown)
+        self.epoch_started = time.perf_counter()
+
+    def on_progress(self, what: str, done: int, total: int) -> None:
+        if what == "resumed":     # the bar starts where training continues
+            self.epochs.n = self.epochs.last_print_n = done
+            self.epochs.set_description(f"{self.label} (resumed from epoch {done})")
+            self.epochs.refresh()
+            return
+        if self.disabled:
+            return
+        if what == "steps" and done == 1:
+            self.epoch_started = time.perf_counter()
+        if self.steps is None:
+            if time.perf_counter() - self.epoch_started < self.LONG_EPOCH_SECONDS:
+                return
+            self.steps = tqdm(total=total, desc="    steps", unit="step", leave=False)
+        if what == "steps":
+            if self.steps.total != total or done < self.steps.n:
+                self.steps.reset(total=total)
+                self.steps.set_description("    steps")
+            self.steps.n = done
+            self.steps.refresh()
+        elif what == "evaluate":
+            self.steps.set_description("    evaluating" if done < total else "    steps")
+            self.steps.refresh()
+
+    def close(self) -> None:
+        if self.steps is not None:
+            self.steps.close()
+        self.epochs.close()

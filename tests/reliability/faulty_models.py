@@ -15,7 +15,7 @@ class _TinyBPR(Decoder):
         user = rows(reps.users[self.target], pairs.users)
         pos = (user * rows(reps.items[self.target], pairs.pos)).sum(-1)
         neg = (user * rows(reps.items[self.target], pairs.neg)).sum(-1)
-        return {"bpr": bpr_softplus(pos, neg)}
+        return {"bpr": bpr_softplus(pos, neg, pairs.weight)}
 
     def score(self, reps, users):
         return rows(reps.users[self.target], users) @ reps.items[self.target].T

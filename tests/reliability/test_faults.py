@@ -63,6 +63,36 @@ def test_killed_trial_resumes_to_the_same_numbers(tmp_path):
     assert not (killed / "scratch" / record["run_id"]).exists(), "checkpoint must be removed"
 
 
+class _Payload:
+    """A pickle that, when loaded, would create a file: the proof a checkpoint ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_checkpoint_never_runs_code_and_the_trial_completes(tmp_path, capsys):
+    marker = tmp_path / "payload-ran"
+    results = tmp_path / "results"
+    args = ["run", "--models", "lightgcn", "--datasets", "demo", "--seeds", "1", "--epochs", "3",
+            "--device", "cpu", "--results-dir", str(results), "--no-progress"]
+    assert main(args + ["--dry-run"]) == 0
+    run_id = capsys.readouterr().out.split("[")[-1].split("]")[0]
+    planted = results / "scratch" / run_id / "checkpoint.pt"
+    planted.parent.mkdir(parents=True)
+    torch.save({"format": 2, "epoch": _Payload(marker)}, planted)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert not marker.exists(), "loading the checkpoint ran the planted code"
+    assert str(planted) in err and "refused" in err
+    (_, record), = iter_records(results)
+    assert record["epochs_run"] == 3 and record["resumed_from_epoch"] is None
+    aside = list(planted.parent.glob("checkpoint.pt.refused-*"))
+    assert len(aside) == 1, "the refused file is moved aside, never deleted"
+
+
 def test_concurrent_runners_never_train_a_trial_twice(tmp_path):
     log = tmp_path / "starts.log"
     env = {"BENCH_TEST_START_LOG": str(log), "BENCH_TEST_STEP_SLEEP": "0.01"}

@@ -21,6 +21,8 @@ def test_perf_writes_a_record_per_measurement(tmp_path, capsys):
     assert copf["kind"] == "perf" and copf["environment"]["device"] == "cpu"
     m = copf["measurement"]
     assert m["steps_timed"] == 2 and m["seconds_per_step_median"] > 0
+    assert m["ops_per_step"] > 100 and m["host_syncs_per_step"] == {}
+    assert m["cuda_graphs"] is False        # CPU
     assert m["seconds_per_epoch_estimate"] == m["seconds_per_step_median"] * m["steps_per_epoch"]
     assert m["peak_rss_mb"] > 0 and m["evaluated_users"] > 0
     assert "copf" in capsys.readouterr().out
@@ -32,10 +34,16 @@ def test_perf_of_a_seed_batch(tmp_path):
                  "--results-dir", str(tmp_path)])
     assert code == 0
     by_model = {r["measurement"]["model"]: r["measurement"] for r in perf_records(tmp_path)}
-    assert by_model["lightgcn-x3"]["seed_batch_mode"] == "fused"
-    assert by_model["mbgcn-x3"]["seed_batch_mode"] == "looped"
+    assert by_model["lightgcn-x3"]["batch_mode"] == "fused"
+    assert by_model["mbgcn-x3"]["batch_mode"] == "looped"
     m = by_model["lightgcn-x3"]
     assert m["seconds_per_step_per_seed"] == m["seconds_per_step_median"] / 3
+    # operators per step of the batch and of one run: fused, the batch costs about one run's
+    assert m["ops_per_step"] > 0 and m["ops_per_step_one_run"] > 0
+    assert m["ops_ratio"] == round(m["ops_per_step"] / m["ops_per_step_one_run"], 4) <= 1.3
+    assert m["host_syncs_per_step"] == {}
+    looped = by_model["mbgcn-x3"]
+    assert looped["ops_ratio"] > 2       # member by member: about three runs' worth
 
 
 def test_perf_times_one_product_with_each_graph_of_the_encoder(tmp_path):

@@ -1,4 +1,5 @@
-"""`bench run --seed-batch`: each run's record as if trained alone, with how it was batched."""
+"""`bench run --seed-batch`: each run's record as if trained alone, with how it was batched; which
+trials may train together."""
 from __future__ import annotations
 
 import pytest
@@ -38,14 +39,15 @@ def test_seed_batch_records_match_separate_runs(tmp_path, alone, extra):
     assert set(batched) == set(alone)
     for run_id, record in batched.items():
         assert_same_metrics(alone[run_id], record)
-        info = record["seed_batch"]
-        assert info["seeds"] == 2 and info["runs"] == [0, 1]
+        info = record["batch"]
+        assert info["members"] == 2 and info["runs"] == [0, 1] and info["differing"] == []
         assert info["mode"] == ("looped" if record["config"]["model"] == "mbgcn" else "fused")
-        assert "seed_batch" not in alone[run_id]
+        assert alone[run_id]["batch"]["mode"] == "single"
+        assert alone[run_id]["batch"]["members"] == 1
 
 
-def _trial(model, run, protocol="paper", lr=1e-3):
-    config = {"model": model, "run": run, "protocol": protocol, "params": {"lr": lr}}
+def _trial(model, run, protocol="paper", lr=1e-3, **params):
+    config = {"model": model, "run": run, "protocol": protocol, "params": {"lr": lr, **params}}
     return Trial(model, "demo", protocol, run, config, f"{model}-{run}-{protocol}-{lr}")
 
 
@@ -57,3 +59,23 @@ def test_groups_join_runs_of_one_configuration_only():
                       ["b-0-paper-0.001"], ["a-2-paper-0.01"], ["a-3-honest-0.001"]]
     sizes = [len(g) for g in seed_groups(trials, max_size=2)]
     assert sizes == [2, 1, 1, 1, 1]
+
+
+def test_members_differing_in_batchable_values_batch_together():
+    """With across_params, learning rate, temperature and loss weights may differ inside a batch;
+    which loss weights are zero, structural parameters (layers) and honest runs' holdouts may not."""
+    base = {"loss_weights": [0.5, 0.5, 0.5], "cl_temperature": 0.2, "layers": [1, 1, 1]}
+    trials = [_trial("copf", 0, lr=1e-3, **base),
+              _trial("copf", 0, lr=3e-3, **{**base, "cl_temperature": 0.4}),
+              _trial("copf", 1, lr=1e-3, **{**base, "loss_weights": [0.2, 0.3, 0.5]}),
+              _trial("copf", 0, lr=1e-3, **{**base, "loss_weights": [0.0, 0.5, 0.5]}),
+              _trial("copf", 0, lr=1e-3, **{**base, "layers": [2, 2, 2]}),
+              _trial("copf", 0, lr=1e-3, **{**base, "cl_temperature": 0.01}),
+              _trial("copf", 0, "honest", lr=1e-3, **base),
+              _trial("copf", 0, "honest", lr=2e-3, **base),
+              _trial("copf", 1, "honest", lr=1e-3, **base)]
+    sizes = [[trials.index(t) for t in g] for g in seed_groups(trials, across_params=True)]
+    # tau 0.01 leaves the contrastive loss's fast path: structural too
+    assert sizes == [[0, 1, 2], [3], [4], [5], [6, 7], [8]]
+    # without across_params only the seeds of one configuration join
+    assert [len(g) for g in seed_groups(trials[:3])] == [1, 1, 1]
