@@ -26,6 +26,9 @@ ENCODERS: dict[str, type[Encoder]] = {}
 DECODERS: dict[str, type[Decoder]] = {}
 MODELS: dict[str, "ModelSpec"] = {}
 BUILTIN_MODULES = ("baselines", "copf")
+# Code behind every model's numbers: a change here changes every model's code version.
+SHARED_TRAINING_MODULES = ("bench.models.base", "bench.train.samplers", "bench.train.streams",
+                           "bench.train.optim")
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,12 @@ class ModelSpec:
         return merge_params([TRAIN_PARAMS, enc.params, dec.params])
 
     def code_version(self) -> str:
-        """Changes whenever the encoder's or decoder's source changes, or the declared version."""
+        """Changes whenever the encoder's or decoder's source changes, the declared version, or
+        the shared training code every model's numbers depend on (``SHARED_TRAINING_MODULES``:
+        batches and loss helpers, samplers, random streams, the optimizer)."""
         digest = hashlib.sha256(self.version.encode())
+        for module in SHARED_TRAINING_MODULES:
+            digest.update(inspect.getsource(importlib.import_module(module)).encode())
         for cls in (ENCODERS[self.encoder], DECODERS[self.decoder]):
             for klass in cls.__mro__:
                 if klass.__module__.startswith(("torch", "builtins")):
