@@ -77,8 +77,10 @@ def _add_report_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.version import package_version
     parser = argparse.ArgumentParser(prog="bench", description="mbbench: multi-behavior "
                                      "recommendation benchmark (COPF and baselines)")
+    parser.add_argument("--version", action="version", version=f"mbbench {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_list_parser(sub)
