@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tabulate import tabulate
 
 from bench.commands.run import load_datasets, parse_overrides
 from bench.errors import ConfigError
+from bench.folders import writable_folder
 from bench.kernels import plain_kernels
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.perf import perf_model, perf_random_scorer, write_perf_record
@@ -44,6 +46,7 @@ def command_perf(args: argparse.Namespace) -> int:
         raise ConfigError("--steps, --repeats and --seed-batch must be at least 1")
     for name in args.models:
         get_model(name)
+    writable_folder(Path(args.results_dir), "--results-dir")
     overrides = parse_overrides(args)
     device = resolve_device(args.device)
     rows = []

@@ -16,9 +16,11 @@ import sys
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.folders import refuse_file, writable_folder
 
 FORMATS = {"md": "github", "latex": "latex", "plain": "simple"}
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv", "plain": "txt"}
+FIGURE_KINDS = ("behavior-patterns", "sweep")     # the experiment kinds that draw figures
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,12 +69,15 @@ def command_report(args: argparse.Namespace) -> int:
     load_builtin()
     for plugin in getattr(args, "plugin", []) or []:
         load_plugin(plugin)
+    refuse_file(args.results_dir, "--results-dir")
     if args.name == "summary":
         return report_summary(args)
     if args.name == "all":
+        writable_folder(args.figures_dir, "--figures-dir")
         return report_all(args)
     from bench.experiments import load_experiment
     experiment = load_experiment(args.name)
+    check_outputs(experiment, args)
     text, files, messages = build_report(experiment, args, args.format)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +90,17 @@ def command_report(args: argparse.Namespace) -> int:
     for message in messages:
         print(message, file=sys.stderr)
     return 0
+
+
+def check_outputs(experiment, args: argparse.Namespace) -> None:
+    """Refuse an --output or --figures-dir that cannot be written, before anything is built."""
+    if args.output:
+        if args.output.is_dir():
+            raise ConfigError(f"--output {args.output} is a folder; pass a file path "
+                              f"(e.g. --output {args.output / (experiment.name + '.md')})")
+        writable_folder(args.output.parent, "--output")
+    if not args.no_figures and experiment.kind in FIGURE_KINDS:
+        writable_folder(args.figures_dir, "--figures-dir")
 
 
 def report_summary(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from bench.errors import ConfigError
+from bench.folders import refuse_file, writable_folder
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
@@ -50,6 +51,9 @@ def command_run(args: argparse.Namespace) -> int:
     load_builtin()
     for plugin in args.plugin:
         load_plugin(plugin)
+    # a dry run stores nothing; a real one must be able to, before minutes of training
+    check_folder = refuse_file if args.dry_run else writable_folder
+    check_folder(args.results_dir, "--results-dir")
     if args.experiment:
         from bench.experiments.plan import plan_experiment
         device = resolve_device(args.device)
