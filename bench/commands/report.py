@@ -107,7 +107,7 @@ def report_summary(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from bench.records import iter_records
-    from bench.runner import summarize
+    from bench.report.summary import STALE, summarize
     records = [r for _, r in iter_records(args.results_dir)
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.models or r["config"]["model"] in args.models)
@@ -121,6 +121,9 @@ def report_summary(args: argparse.Namespace) -> int:
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
         print(tabulate(rows, headers="keys", floatfmt=".4f", tablefmt=FORMATS[args.format]))
+    if any(row["code"] == STALE for row in rows):
+        print(f"note: code '{STALE}': recorded by an older version of the model's code; rerun "
+              "to refresh", file=sys.stderr)
     return 0
 
 

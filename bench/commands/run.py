@@ -12,7 +12,8 @@ from bench.folders import refuse_file, writable_folder
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
-from bench.runner import Attempt, plan_trials, resolve_device, summarize
+from bench.report.summary import summarize
+from bench.runner import Attempt, plan_trials, resolve_device
 from bench.seed_groups import attempt_group, seed_groups
 
 

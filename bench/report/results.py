@@ -124,7 +124,7 @@ class ResultIndex:
                              f"{cell.dataset} use other parameters")
             return result
         current = [(p, r) for p, r in matching
-                   if r["config"].get("model_version") == resolved.code_version]
+                   if not is_stale(r["config"], resolved.code_version)]
         if not current:
             result.reason = "stale"
             result.detail = (f"{len(matching)} stored run(s) come from an older version of "
@@ -132,7 +132,7 @@ class ResultIndex:
             return result
         groups: dict[str, list[tuple[Path, dict]]] = {}
         for p, r in current:
-            groups.setdefault(_group_key(r["config"]), []).append((p, r))
+            groups.setdefault(configuration_key(r["config"]), []).append((p, r))
         default_epochs = resolved.params.get("epochs")
 
         def rank(item):
@@ -205,11 +205,27 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def _group_key(config: dict) -> str:
-    return canonical_json({"epochs": config["params"].get("epochs"),
-                           "base_seed": config.get("base_seed"),
-                           "evaluation": config.get("evaluation"),
-                           "data": config.get("dataset_fingerprint")})
+def configuration_key(config: dict) -> str:
+    """What the runs of one configuration share: the whole configuration but the run index
+    (parameters, epochs, base seed, evaluation, data fingerprint, code version; numbers compared
+    by value). Records with equal keys are runs of one experiment; others are never pooled."""
+    return canonical_json(_numbers({k: v for k, v in config.items() if k != "run"}))
+
+
+def current_code_version(model: str) -> str | None:
+    """The code version the registered model has now; None when no such model is registered."""
+    from bench.errors import ConfigError
+    from bench.experiments.resolve import code_version
+    from bench.models.registry import get_model
+    try:
+        return code_version(get_model(model))
+    except ConfigError:
+        return None
+
+
+def is_stale(config: dict, current: str | None) -> bool:
+    """Whether a record comes from another version of its model's code than ``current``."""
+    return current is not None and config.get("model_version") != current
 
 
 def collect(cells: Iterable[Cell], index: ResultIndex, protocol: str, rule: str = "auto",
@@ -217,4 +233,5 @@ def collect(cells: Iterable[Cell], index: ResultIndex, protocol: str, rule: str 
     return [index.find(c, protocol, rule, epochs) for c in cells]
 
 
-__all__ = ["CellResult", "NOT_REGISTERED", "ResultIndex", "collect", "dataset_status"]
+__all__ = ["CellResult", "NOT_REGISTERED", "ResultIndex", "collect", "configuration_key",
+           "current_code_version", "dataset_status", "is_stale"]
