@@ -21,6 +21,7 @@ from bench.folders import refuse_file, writable_folder
 FORMATS = {"md": "github", "latex": "latex", "plain": "simple"}
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv", "plain": "txt"}
 FIGURE_KINDS = ("behavior-patterns", "sweep")     # the experiment kinds that draw figures
+RECORD_KINDS = ("table", "sweep")                 # ... and those built from result records
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +79,10 @@ def command_report(args: argparse.Namespace) -> int:
     from bench.experiments import load_experiment
     experiment = load_experiment(args.name)
     check_outputs(experiment, args)
-    text, files, messages = build_report(experiment, args, args.format)
+    index = None
+    if experiment.kind in RECORD_KINDS:
+        index = read_results(args)
+    text, files, messages = build_report(experiment, args, args.format, index=index)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
@@ -103,12 +107,22 @@ def check_outputs(experiment, args: argparse.Namespace) -> None:
         writable_folder(args.figures_dir, "--figures-dir")
 
 
+def read_results(args: argparse.Namespace):
+    """The records of --results-dir, after naming every file that could not be used on stderr
+    (a damaged record would otherwise only lower a run count, unexplained)."""
+    from bench.report.results import ResultIndex
+    index = ResultIndex(args.results_dir, args.data_dir)
+    for line in index.warnings():
+        print(line, file=sys.stderr)
+    return index
+
+
 def report_summary(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from bench.records import iter_records
     from bench.report.summary import STALE, summarize
-    records = [r for _, r in iter_records(args.results_dir)
+    index = read_results(args)
+    records = [r for stored in index.records.values() for _, r in stored
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.models or r["config"]["model"] in args.models)
                and (not args.protocol or r["config"]["protocol"] == args.protocol)]
@@ -180,11 +194,10 @@ def build_report(experiment, args: argparse.Namespace, fmt: str,
 def report_all(args: argparse.Namespace) -> int:
     """Every shipped experiment: tables under <figures dir>/tables/, figures under <figures dir>/."""
     from bench.experiments import experiment_names, load_experiment
-    from bench.report.results import ResultIndex
     fmt = args.format
     tables_dir = args.figures_dir / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
-    index = ResultIndex(args.results_dir, args.data_dir)
+    index = read_results(args)
     print(f"{len(index)} record(s) in {args.results_dir}/")
     for name in experiment_names():
         experiment = load_experiment(name)

@@ -19,7 +19,8 @@ import numpy as np
 
 from bench.experiments.loader import Cell
 from bench.experiments.resolve import NOT_REGISTERED, ResolvedCell, resolve_cell
-from bench.records import canonical_json, iter_records, read_per_user
+from bench.records import (FAILURE_SUFFIX, Damaged, canonical_json, iter_records,
+                           per_user_path, per_user_problem, read_per_user)
 from bench.runner import MAIN_SELECTION
 
 RUN_LEVEL = ("epochs",)     # parameters a smoke run may shorten without changing the cell
@@ -79,24 +80,45 @@ class CellResult:
 
 
 class ResultIndex:
-    """Every readable record (and failure note) of a results folder, indexed by dataset and model."""
+    """Every readable record (and failure note) of a results folder, indexed by dataset and model;
+    the files that could not be used are kept in ``damaged`` so a report can name them."""
 
     def __init__(self, results_dir: Path, data_dir: str | None = None):
         self.results_dir = Path(results_dir)
         self.data_dir = data_dir
         self.records: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
         self.failures: dict[tuple[str, str], list[dict]] = {}
-        for path, record in iter_records(self.results_dir):
+        self.damaged: list[Damaged] = []
+        for path, record in iter_records(self.results_dir, self.damaged):
             c = record["config"]
             self.records.setdefault((c["dataset"], c["model"]), []).append((path, record))
+            problem = per_user_problem(path, record)
+            if problem:
+                self.damaged.append(Damaged(per_user_path(path), "per-user values", problem))
         if self.results_dir.is_dir():
-            for path in sorted(self.results_dir.glob("*/*/*.failed.json")):
+            for path in sorted(self.results_dir.glob(f"*/*/*{FAILURE_SUFFIX}")):
                 try:
                     note = json.loads(path.read_text())
                     c = note["config"]
                     self.failures.setdefault((c["dataset"], c["model"]), []).append(note)
                 except (OSError, ValueError, KeyError, TypeError):
-                    continue
+                    self.damaged.append(Damaged(path, "failure note", "cannot be read"))
+
+    def warnings(self) -> list[str]:
+        """One line per damaged file: which, what is wrong, what it means and how to repair it."""
+        lines = []
+        for d in self.damaged:
+            if d.kind == "record":
+                consequence = ("it is not counted; rerun the `bench run` command that wrote it "
+                               "(it trains that trial again)")
+            elif d.kind == "per-user values":
+                record = d.path.name.replace(".users.csv.gz", ".json")
+                consequence = (f"its record is counted, but not in per-user tests; delete "
+                               f"{record} and this file, then rerun the trial")
+            else:
+                consequence = "a failed trial may be reported as not run; delete the file"
+            lines.append(f"warning: {d.kind} {d.path} {d.problem}; {consequence}")
+        return lines
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.records.values())
