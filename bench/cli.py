@@ -22,8 +22,9 @@ def _add_run_parser(sub) -> None:
                    help="train what a paper table or figure needs (bench/experiments/NAME.toml "
                         "or your own file): its models, datasets, seeds and parameters")
     p.add_argument("--datasets", type=_csv,
-                   help="comma-separated dataset names, or 'all' (those whose files are present); "
-                        "default demo, or the experiment's")
+                   help="comma-separated dataset names, 'all' (those whose files are present), "
+                        "or folders of your own data with --layout; default demo, or the "
+                        "experiment's")
     p.add_argument("--seeds", type=int,
                    help="runs per model and dataset (default 5, or the experiment's)")
     p.add_argument("--base-seed", type=int, default=2025, help="seed all per-run seeds derive from")
@@ -56,6 +57,8 @@ def _add_run_parser(sub) -> None:
                    help="the cluster to use: a dask scheduler (tcp://HOST:PORT) or a ray address")
     p.add_argument("--per-gpu", type=int, metavar="M",
                    help="with --device cuda: M trials at once per GPU, GPUs assigned in turn")
+    from bench.data.cli import add_folder_arguments
+    add_folder_arguments(p, "your own data (--datasets names a folder)")
 
 
 def _add_list_parser(sub) -> None:

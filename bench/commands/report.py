@@ -32,7 +32,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                         "experiment .toml file")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--datasets", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
-                   help="comma-separated datasets (default: the experiment's)")
+                   help="comma-separated datasets, or folders of your own data with --layout "
+                        "(default: the experiment's)")
     p.add_argument("--models", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="summary only: keep these models")
     p.add_argument("--protocol", choices=("paper", "honest"),
@@ -63,6 +64,10 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="write the table to this file instead of stdout")
     p.add_argument("--plugin", action="append", default=[],
                    help="a .py file or module whose models register themselves (repeatable)")
+    from bench.data.cli import add_folder_arguments
+    add_folder_arguments(p, "your own data (--datasets names a folder; --test stays the "
+                            "significance test, so the csv test file is --test-file)",
+                         test_option=False)
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -71,6 +76,7 @@ def command_report(args: argparse.Namespace) -> int:
     for plugin in getattr(args, "plugin", []) or []:
         load_plugin(plugin)
     refuse_file(args.results_dir, "--results-dir")
+    args.folders = name_dataset_entries(args)
     if args.name == "summary":
         return report_summary(args)
     if args.name == "all":
@@ -94,6 +100,24 @@ def command_report(args: argparse.Namespace) -> int:
     for message in messages:
         print(message, file=sys.stderr)
     return 0
+
+
+def name_dataset_entries(args: argparse.Namespace) -> dict[str, str]:
+    """Turn --datasets into the names records carry (a folder of your own data is named after
+    the folder); returns name -> folder for those folders."""
+    from bench.data.select import FolderOptions, dataset_name, is_folder
+    options = FolderOptions.from_args(args)
+    args.folder_options = options
+    folders: dict[str, str] = {}
+    if args.datasets:
+        names = []
+        for entry in args.datasets:
+            name = dataset_name(entry, options)
+            if is_folder(entry, options):
+                folders[name] = entry
+            names.append(name)
+        args.datasets = names
+    return folders
 
 
 def check_outputs(experiment, args: argparse.Namespace) -> None:
@@ -158,13 +182,22 @@ def build_report(experiment, args: argparse.Namespace, fmt: str,
     names = list(args.datasets or experiment.datasets)
     draw = not args.no_figures
     messages: list[str] = []
+    if experiment.kind in ("dataset-stats", "behavior-patterns"):
+        folders = getattr(args, "folders", {})
+        rows, loaded = [], {}
+        for name in names:
+            if name in folders:
+                row, dataset = ds.folder_row(folders[name], args.folder_options)
+                if dataset is not None:
+                    loaded[name] = dataset
+            else:
+                row = ds.dataset_row(name, args.data_dir)
+            rows.append(row)
     if experiment.kind == "dataset-stats":
-        rows = [ds.dataset_row(n, args.data_dir) for n in names]
         return ds.render_table1(rows, fmt, experiment.title), [], messages
     if experiment.kind == "behavior-patterns":
-        rows = [ds.dataset_row(n, args.data_dir) for n in names]
         units = ["user", "pair"] if experiment.unit == "both" else [experiment.unit]
-        tables, skipped = ds.pattern_tables(rows, args.data_dir, units)
+        tables, skipped = ds.pattern_tables(rows, args.data_dir, units, loaded)
         files: list[Path] = []
         if draw:
             from bench.report.figures import plot_patterns
