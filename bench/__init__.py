@@ -5,4 +5,10 @@ import warnings
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str):
+    # the version is read on demand from one place (bench.version), never written twice
+    if name == "__version__":
+        from bench.version import package_version
+        return package_version()
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

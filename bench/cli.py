@@ -22,8 +22,9 @@ def _add_run_parser(sub) -> None:
                    help="train what a paper table or figure needs (bench/experiments/NAME.toml "
                         "or your own file): its models, datasets, seeds and parameters")
     p.add_argument("--datasets", type=_csv,
-                   help="comma-separated dataset names, or 'all' (those whose files are present); "
-                        "default demo, or the experiment's")
+                   help="comma-separated dataset names, 'all' (those whose files are present), "
+                        "or folders of your own data with --layout; default demo, or the "
+                        "experiment's")
     p.add_argument("--seeds", type=int,
                    help="runs per model and dataset (default 5, or the experiment's)")
     p.add_argument("--base-seed", type=int, default=2025, help="seed all per-run seeds derive from")
@@ -59,6 +60,8 @@ def _add_run_parser(sub) -> None:
                    help="the cluster to use: a dask scheduler (tcp://HOST:PORT) or a ray address")
     p.add_argument("--per-gpu", type=int, metavar="M",
                    help="with --device cuda: M trials at once per GPU, GPUs assigned in turn")
+    from bench.data.cli import add_folder_arguments
+    add_folder_arguments(p, "your own data (--datasets names a folder)")
 
 
 def _add_list_parser(sub) -> None:
@@ -80,16 +83,20 @@ def _add_report_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.version import package_version
     parser = argparse.ArgumentParser(prog="bench", description="mbbench: multi-behavior "
                                      "recommendation benchmark (COPF and baselines)")
+    parser.add_argument("--version", action="version", version=f"mbbench {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_list_parser(sub)
     _add_report_parser(sub)
     from bench.commands.perf import add_perf_parser
+    from bench.commands.speedcheck import add_speedcheck_parser
     from bench.data.cli import add_data_parser
     add_data_parser(sub)
     add_perf_parser(sub)
+    add_speedcheck_parser(sub)
     return parser
 
 
@@ -109,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "perf":
             from bench.commands.perf import command_perf
             return command_perf(args)
+        if args.command == "speedcheck":
+            from bench.commands.speedcheck import command_speedcheck
+            return command_speedcheck(args)
         if args.command == "data":
             return args.handler(args)
     except BenchError as err:

@@ -42,6 +42,7 @@ class TrialTask:
     checkpoint_every: int
     plugins: tuple[str, ...]
     cuda_graphs: str = "auto"
+    folder: tuple | None = None      # (path, FolderOptions) of a folder dataset
 
 
 def trial_devices(n_tasks: int, device: torch.device, n_gpus: int) -> list[str]:
@@ -69,9 +70,9 @@ def worker_count(jobs: int | None, per_gpu: int | None, device: torch.device, n_
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_dataset(name: str, data_dir: str | None):
-    from bench.data.catalog import load_dataset
-    return load_dataset(name, data_dir)
+def _worker_dataset(name: str, data_dir: str | None, folder: tuple | None):
+    from bench.data.select import load_dataset_again
+    return load_dataset_again(name, data_dir, folder)
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,7 +90,7 @@ def run_task(task: TrialTask) -> list[Attempt]:
     # several trials share the machine's cores: one thread each unless told otherwise
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
-    dataset = _worker_dataset(task.trials[0].dataset, task.data_dir)
+    dataset = _worker_dataset(task.trials[0].dataset, task.data_dir, task.folder)
     return attempt_group(task.trials, dataset, torch.device(task.device), Path(task.results_dir),
                          checkpoint_every=task.checkpoint_every, cuda_graphs=task.cuda_graphs)
 
@@ -135,9 +136,10 @@ def run_parallel(groups: Sequence[Sequence[Trial]], args: argparse.Namespace,
         jobs = -1          # every worker of the cluster
     devices = trial_devices(len(groups), device, n_gpus)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).resolve())
+    from bench.data.select import folder_source
     tasks = [TrialTask(tuple(group), dev, data_dir, str(Path(args.results_dir).resolve()),
                        args.checkpoint_every, tuple(args.plugin),
-                       getattr(args, "cuda_graphs", "auto"))
+                       getattr(args, "cuda_graphs", "auto"), folder_source(group[0].dataset))
              for group, dev in zip(groups, devices)]
     if not tasks:
         return []

@@ -15,12 +15,17 @@ import platform
 import subprocess
 import sys
 import tempfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 RECORD_FORMAT = 1
+FAILURE_SUFFIX = ".failed.json"       # a failed trial's note beside the records, not a record
+NOT_RECORDS = ("perf", "scratch")     # speed records and checkpoints beside the trial records
+PER_USER_TOLERANCE = 1e-5             # per-user values are stored to 6 digits; their mean is exact
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,29 +97,83 @@ def write_record(results_dir: Path, record: dict[str, Any],
     return path
 
 
+def load_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record, None), or (None, what is wrong with the file)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"cannot be read ({getattr(err, 'strerror', None) or err})"
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None, "is truncated or not valid JSON"
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return None, f"is not a result record (format {RECORD_FORMAT})"
+    if record.get("run_id") != config_hash(record.get("config", {})):
+        return None, "has a run id that does not match its configuration (edited after writing?)"
+    return record, None
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """A record, or None when the file is truncated, corrupted or not a record."""
+    return load_record(path)[0]
+
+
+def per_user_problem(path: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with the per-user values beside the record at ``path``; None when they are
+    sound or absent. Each column must average to the record's own metric: a file cut short at a
+    line boundary, or another record's file, parses fine but fails that."""
+    import pandas as pd
+    users = per_user_path(Path(path))
+    if not users.exists():
+        return None
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        return None
-    if record.get("run_id") != config_hash(record.get("config", {})):
-        return None
-    return record
+        raw = gzip.decompress(users.read_bytes())
+    except (OSError, EOFError, zlib.error) as err:
+        return f"is not a whole gzip-compressed table ({err})"
+    try:
+        table = pd.read_csv(io.BytesIO(raw), encoding="ascii")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        return f"is not a per-user table ({str(err).strip().splitlines()[-1]})"
+    if not len(table.columns) or table.columns[0] != "user" or table.isna().any().any():
+        return "is not a per-user table (a 'user,...' header, then whole rows of numbers)"
+    for column in table.columns[1:]:
+        selection, protocol, rule, metric = (column.split("/") + ["?"] * 4)[:4]
+        stated = record.get("metrics", {}).get(selection, {}).get(f"{protocol}/{rule}", {})
+        if metric not in stated:
+            return f"has a column {column!r} its record has no metric for"
+        mean = float(table[column].mean())
+        if abs(mean - float(stated[metric])) > PER_USER_TOLERANCE:
+            return (f"does not agree with its record: {column} averages {mean:.6f} over "
+                    f"{len(table)} users, the record says {float(stated[metric]):.6f} (cut short, "
+                    "or another record's file?)")
+    return None
 
 
-def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+@dataclass(frozen=True)
+class Damaged:
+    """A file of a results folder that could not be used, and why."""
+
+    path: Path
+    kind: str          # "record" or "per-user values"
+    problem: str
+
+
+def iter_records(results_dir: Path, damaged: list[Damaged] | None = None
+                 ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The readable records of a results folder; unreadable ones go to ``damaged`` when given
+    (failure notes, speed records and scratch files are not records and are passed over)."""
     root = Path(results_dir)
     if not root.is_dir():
         return
     for path in sorted(root.glob("*/*/*.json")):
-        if path.parts[-3] == "perf":      # speed records live beside the trial records
+        if path.parts[-3] in NOT_RECORDS or path.name.endswith(FAILURE_SUFFIX):
             continue
-        record = read_record(path)
+        record, problem = load_record(path)
         if record is not None:
             yield path, record
+        elif damaged is not None:
+            damaged.append(Damaged(path, "record", problem))
 
 
 def find_record(results_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -287,26 +287,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def summarize(records: Sequence[dict[str, Any]], metrics: Sequence[str] = ("HR@10", "NDCG@10"),
-              label: str = "full/default") -> list[dict[str, Any]]:
-    """Mean and std over runs per (dataset, model, protocol) of the main selection."""
-    groups: dict[tuple, list[dict]] = {}
-    for record in records:
-        c = record["config"]
-        groups.setdefault((c["dataset"], c["model"], c["protocol"]), []).append(record)
-    rows = []
-    for (dataset, model, protocol), group in sorted(groups.items()):
-        row: dict[str, Any] = {"dataset": dataset, "model": model, "protocol": protocol,
-                               "runs": len(group)}
-        for metric in metrics:
-            values = np.array([r["metrics"][r["main_selection"]][label][metric] for r in group])
-            row[metric] = float(values.mean())
-            row[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        row["s/epoch"] = float(np.mean([r["timing"]["seconds_per_epoch"] for r in group]))
-        rows.append(row)
-    return rows
-
-
 class TrialLock:
     """An exclusive, non-blocking lock on one trial, so that runners sharing a results folder
     never train or write the same trial twice."""

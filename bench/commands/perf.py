@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.commands.run import load_datasets, parse_overrides
+from bench.commands.run import parse_overrides
+from bench.data.cli import add_folder_arguments
+from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
+from bench.folders import writable_folder
 from bench.kernels import plain_kernels
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.perf import perf_model, perf_random_scorer, write_perf_record
@@ -16,7 +20,9 @@ from bench.runner import resolve_device
 def add_perf_parser(sub) -> None:
     p = sub.add_parser("perf", help="seconds per training step/epoch, evaluation time, peak memory")
     p.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], default=[])
-    p.add_argument("--datasets", type=lambda s: [x for x in s.split(",") if x], default=["demo"])
+    p.add_argument("--datasets", type=lambda s: [x for x in s.split(",") if x], default=["demo"],
+                   help="comma-separated dataset names, or folders of your own data with "
+                        "--layout (default demo)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=20, help="timed training steps (after 3 warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="timed full evaluations")
@@ -36,6 +42,7 @@ def add_perf_parser(sub) -> None:
     p.add_argument("--results-dir", default="results")
     p.add_argument("--data-dir")
     p.add_argument("--plugin", action="append", default=[])
+    add_folder_arguments(p, "your own data (--datasets names a folder)")
 
 
 def command_perf(args: argparse.Namespace) -> int:
@@ -48,10 +55,11 @@ def command_perf(args: argparse.Namespace) -> int:
         raise ConfigError("--steps, --repeats and --seed-batch must be at least 1")
     for name in args.models:
         get_model(name)
+    writable_folder(Path(args.results_dir), "--results-dir")
     overrides = parse_overrides(args)
     device = resolve_device(args.device)
     rows = []
-    for dataset in load_datasets(args.datasets, args.data_dir):
+    for dataset in load_datasets(args.datasets, args.data_dir, FolderOptions.from_args(args)):
         measurements = []
         if args.random_scorer is not None:
             measurements.append(perf_random_scorer(dataset, device, args.random_scorer, args.repeats))

@@ -16,9 +16,12 @@ import sys
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.folders import refuse_file, writable_folder
 
 FORMATS = {"md": "github", "latex": "latex", "plain": "simple"}
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv", "plain": "txt"}
+FIGURE_KINDS = ("behavior-patterns", "sweep")     # the experiment kinds that draw figures
+RECORD_KINDS = ("table", "sweep")                 # ... and those built from result records
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +32,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                         "experiment .toml file")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--datasets", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
-                   help="comma-separated datasets (default: the experiment's)")
+                   help="comma-separated datasets, or folders of your own data with --layout "
+                        "(default: the experiment's)")
     p.add_argument("--models", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="summary only: keep these models")
     p.add_argument("--protocol", choices=("paper", "honest"),
@@ -60,6 +64,10 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="write the table to this file instead of stdout")
     p.add_argument("--plugin", action="append", default=[],
                    help="a .py file or module whose models register themselves (repeatable)")
+    from bench.data.cli import add_folder_arguments
+    add_folder_arguments(p, "your own data (--datasets names a folder; --test stays the "
+                            "significance test, so the csv test file is --test-file)",
+                         test_option=False)
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -67,13 +75,20 @@ def command_report(args: argparse.Namespace) -> int:
     load_builtin()
     for plugin in getattr(args, "plugin", []) or []:
         load_plugin(plugin)
+    refuse_file(args.results_dir, "--results-dir")
+    args.folders = name_dataset_entries(args)
     if args.name == "summary":
         return report_summary(args)
     if args.name == "all":
+        writable_folder(args.figures_dir, "--figures-dir")
         return report_all(args)
     from bench.experiments import load_experiment
     experiment = load_experiment(args.name)
-    text, files, messages = build_report(experiment, args, args.format)
+    check_outputs(experiment, args)
+    index = None
+    if experiment.kind in RECORD_KINDS:
+        index = read_results(args)
+    text, files, messages = build_report(experiment, args, args.format, index=index)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
@@ -87,12 +102,51 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def name_dataset_entries(args: argparse.Namespace) -> dict[str, str]:
+    """Turn --datasets into the names records carry (a folder of your own data is named after
+    the folder); returns name -> folder for those folders."""
+    from bench.data.select import FolderOptions, dataset_name, is_folder
+    options = FolderOptions.from_args(args)
+    args.folder_options = options
+    folders: dict[str, str] = {}
+    if args.datasets:
+        names = []
+        for entry in args.datasets:
+            name = dataset_name(entry, options)
+            if is_folder(entry, options):
+                folders[name] = entry
+            names.append(name)
+        args.datasets = names
+    return folders
+
+
+def check_outputs(experiment, args: argparse.Namespace) -> None:
+    """Refuse an --output or --figures-dir that cannot be written, before anything is built."""
+    if args.output:
+        if args.output.is_dir():
+            raise ConfigError(f"--output {args.output} is a folder; pass a file path "
+                              f"(e.g. --output {args.output / (experiment.name + '.md')})")
+        writable_folder(args.output.parent, "--output")
+    if not args.no_figures and experiment.kind in FIGURE_KINDS:
+        writable_folder(args.figures_dir, "--figures-dir")
+
+
+def read_results(args: argparse.Namespace):
+    """The records of --results-dir, after naming every file that could not be used on stderr
+    (a damaged record would otherwise only lower a run count, unexplained)."""
+    from bench.report.results import ResultIndex
+    index = ResultIndex(args.results_dir, args.data_dir)
+    for line in index.warnings():
+        print(line, file=sys.stderr)
+    return index
+
+
 def report_summary(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from bench.records import iter_records
-    from bench.runner import summarize
-    records = [r for _, r in iter_records(args.results_dir)
+    from bench.report.summary import STALE, summarize
+    index = read_results(args)
+    records = [r for stored in index.records.values() for _, r in stored
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.models or r["config"]["model"] in args.models)
                and (not args.protocol or r["config"]["protocol"] == args.protocol)]
@@ -105,6 +159,9 @@ def report_summary(args: argparse.Namespace) -> int:
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
         print(tabulate(rows, headers="keys", floatfmt=".4f", tablefmt=FORMATS[args.format]))
+    if any(row["code"] == STALE for row in rows):
+        print(f"note: code '{STALE}': recorded by an older version of the model's code; rerun "
+              "to refresh", file=sys.stderr)
     return 0
 
 
@@ -125,13 +182,22 @@ def build_report(experiment, args: argparse.Namespace, fmt: str,
     names = list(args.datasets or experiment.datasets)
     draw = not args.no_figures
     messages: list[str] = []
+    if experiment.kind in ("dataset-stats", "behavior-patterns"):
+        folders = getattr(args, "folders", {})
+        rows, loaded = [], {}
+        for name in names:
+            if name in folders:
+                row, dataset = ds.folder_row(folders[name], args.folder_options)
+                if dataset is not None:
+                    loaded[name] = dataset
+            else:
+                row = ds.dataset_row(name, args.data_dir)
+            rows.append(row)
     if experiment.kind == "dataset-stats":
-        rows = [ds.dataset_row(n, args.data_dir) for n in names]
         return ds.render_table1(rows, fmt, experiment.title), [], messages
     if experiment.kind == "behavior-patterns":
-        rows = [ds.dataset_row(n, args.data_dir) for n in names]
         units = ["user", "pair"] if experiment.unit == "both" else [experiment.unit]
-        tables, skipped = ds.pattern_tables(rows, args.data_dir, units)
+        tables, skipped = ds.pattern_tables(rows, args.data_dir, units, loaded)
         files: list[Path] = []
         if draw:
             from bench.report.figures import plot_patterns
@@ -161,11 +227,10 @@ def build_report(experiment, args: argparse.Namespace, fmt: str,
 def report_all(args: argparse.Namespace) -> int:
     """Every shipped experiment: tables under <figures dir>/tables/, figures under <figures dir>/."""
     from bench.experiments import experiment_names, load_experiment
-    from bench.report.results import ResultIndex
     fmt = args.format
     tables_dir = args.figures_dir / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
-    index = ResultIndex(args.results_dir, args.data_dir)
+    index = read_results(args)
     print(f"{len(index)} record(s) in {args.results_dir}/")
     for name in experiment_names():
         experiment = load_experiment(name)

@@ -8,31 +8,15 @@ import time
 from tabulate import tabulate
 from tqdm import tqdm
 
+from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
+from bench.folders import refuse_file, writable_folder
 from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
-from bench.runner import Attempt, attempt_group, plan_trials, resolve_device, summarize
+from bench.report.summary import summarize
+from bench.runner import Attempt, attempt_group, plan_trials, resolve_device
 from bench.seed_groups import seed_groups
-
-
-def load_datasets(names: list[str], data_dir: str | None):
-    """Datasets by name; 'all' means every catalogued dataset whose files are present."""
-    from bench.data.catalog import CATALOG as DATASETS, load_dataset, missing_files
-    if names == ["all"]:
-        chosen = []
-        for name in DATASETS:
-            missing = missing_files(name, data_dir)
-            ok, why = not missing, f"{len(missing)} file(s) missing"
-            if ok:
-                chosen.append(name)
-            else:
-                print(f"skipping dataset {name}: {why}", file=sys.stderr)
-        names = chosen
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown:
-        raise ConfigError(f"unknown dataset(s) {unknown}; valid datasets: {', '.join(DATASETS)}, all")
-    return [load_dataset(name, data_dir) for name in names]
 
 
 def parse_overrides(args: argparse.Namespace) -> dict:
@@ -51,6 +35,9 @@ def command_run(args: argparse.Namespace) -> int:
     load_builtin()
     for plugin in args.plugin:
         load_plugin(plugin)
+    # a dry run stores nothing; a real one must be able to, before minutes of training
+    check_folder = refuse_file if args.dry_run else writable_folder
+    check_folder(args.results_dir, "--results-dir")
     if args.experiment:
         from bench.experiments.plan import plan_experiment
         device = resolve_device(args.device)
@@ -66,7 +53,7 @@ def command_run(args: argparse.Namespace) -> int:
             get_model(name)        # unknown names fail before any data is loaded
         overrides = parse_overrides(args)
         device = resolve_device(args.device)
-        datasets = load_datasets(args.datasets, args.data_dir)
+        datasets = load_datasets(args.datasets, args.data_dir, FolderOptions.from_args(args))
         plan = plan_trials(args.models, datasets, args.seeds, args.protocol or "paper",
                            args.base_seed, overrides, args.results_dir)
     for path in plan.corrupted:

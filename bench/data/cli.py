@@ -7,7 +7,9 @@
 
 NAME is a catalog name, or a folder of your own data together with ``--layout``:
 ``--layout pkef|bvae --behaviors a,b,target`` reads the folder itself; ``--layout csv --behaviors
-view,cart,buy --train FILE --test FILE [--valid FILE]`` reads the files (relative to the folder).
+view,cart,buy`` reads train.csv, test.csv and valid.csv (if present) in it, or the files
+``--train FILE --test FILE [--valid FILE]`` name (relative to the folder). ``bench run``, ``perf``
+and ``report`` take the same options (:func:`add_folder_arguments`).
 
 Exit codes: 0 fine; 1 ``check`` found a problem; 2 an error (one line ``error: ...`` on stderr).
 The main CLI calls :func:`add_data_parser` and then ``args.handler(args)`` (alias ``args.func``).
@@ -23,6 +25,7 @@ from bench.data import catalog
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.layouts import LAYOUTS
 from bench.data.location import resolve_data_dir
+from bench.data.select import FolderOptions, load_folder
 from bench.errors import BenchError, DataError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
@@ -44,16 +47,7 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     source.add_argument("name", metavar="NAME",
                         help=f"dataset name ({', '.join(catalog.names())}) or, with --layout, "
                              "a folder of your own data")
-    own = source.add_argument_group("your own data (NAME is a folder)")
-    own.add_argument("--layout", choices=LAYOUTS, help="layout of the folder")
-    own.add_argument("--behaviors", metavar="A,B,TARGET",
-                     help="behavior order, upstream -> target (required with --layout)")
-    own.add_argument("--train", metavar="FILE", help="csv layout: user,item,behavior table")
-    own.add_argument("--test", metavar="FILE", help="csv layout: user,item test table")
-    own.add_argument("--valid", metavar="FILE", help="csv layout: optional user,item table")
-    own.add_argument("--delimiter", help="csv layout: field delimiter (default from extension)")
-    own.add_argument("--prefixes", metavar="P1,P2,...",
-                     help="bvae layout: file prefix per behavior (default: names, 'target' last)")
+    add_folder_arguments(source, "your own data (NAME is a folder)")
 
     commands.add_parser("list", parents=[where], help="the catalog and what is present")
     stats = commands.add_parser("stats", parents=[where, source],
@@ -69,6 +63,29 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per connection")
     parser.set_defaults(func=run_data_command, handler=run_data_command)
     return parser
+
+
+def add_folder_arguments(parser: argparse.ArgumentParser, title: str,
+                         test_option: bool = True) -> None:
+    """The options that read a folder of your own data, shared by ``data``, ``run``, ``perf`` and
+    ``report`` (which keeps ``--test`` for its significance test: ``test_option=False`` leaves
+    only ``--test-file``)."""
+    own = parser.add_argument_group(title)
+    own.add_argument("--layout", choices=LAYOUTS, help="layout of the folder(s)")
+    own.add_argument("--behaviors", metavar="A,B,TARGET",
+                     help="behavior order, upstream -> target (required with --layout)")
+    own.add_argument("--train", "--train-file", dest="train_file", metavar="FILE",
+                     help="csv layout: user,item,behavior table, relative to the folder "
+                          "(default train.csv or train.tsv)")
+    own.add_argument(*(("--test", "--test-file") if test_option else ("--test-file",)),
+                     dest="test_file", metavar="FILE",
+                     help="csv layout: user,item test table (default test.csv or test.tsv)")
+    own.add_argument("--valid", "--valid-file", dest="valid_file", metavar="FILE",
+                     help="csv layout: optional user,item validation table (default valid.csv "
+                          "or valid.tsv where present)")
+    own.add_argument("--delimiter", help="csv layout: field delimiter (default from extension)")
+    own.add_argument("--prefixes", metavar="P1,P2,...",
+                     help="bvae layout: file prefix per behavior (default: names, 'target' last)")
 
 
 def run_data_command(args: argparse.Namespace) -> int:
@@ -138,44 +155,15 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 _COMMANDS = {"list": _cmd_list, "stats": _cmd_stats, "check": _cmd_check, "fetch": _cmd_fetch}
 
 
-def _names(text: str | None, option: str) -> list[str]:
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    if not names:
-        raise DataError(f"{option} is required with --layout: the behavior names, comma-separated, "
-                        "upstream -> target (e.g. --behaviors view,cart,buy)")
-    return names
-
-
 def load_from_args(args: argparse.Namespace) -> MultiBehaviorDataset:
     """The dataset NAME names: a catalog entry, or a folder of the given ``--layout``."""
-    if not args.layout:
+    options = FolderOptions.from_args(args)
+    if options is None:
         if args.name not in catalog.CATALOG and Path(args.name).is_dir():
             raise DataError(f"'{args.name}' is a folder, not a catalog name; pass --layout "
                             f"({'|'.join(LAYOUTS)}) and --behaviors to read it")
         return catalog.load_dataset(args.name, args.data_dir)
-    folder = Path(args.name)
-    behaviors = _names(args.behaviors, "--behaviors")
-    if args.layout == "pkef":
-        from bench.data.layouts import load_pkef
-        return load_pkef(folder, behaviors)
-    if args.layout == "bvae":
-        from bench.data.layouts import load_bvae
-        prefixes = None
-        if args.prefixes:
-            given = _names(args.prefixes, "--prefixes")
-            if len(given) != len(behaviors):
-                raise DataError(f"--prefixes names {len(given)} prefixes for {len(behaviors)} "
-                                "behaviors; give one per behavior, in the same order")
-            prefixes = dict(zip(behaviors, given))
-        return load_bvae(folder, behaviors, prefixes=prefixes)
-    from bench.data.layouts import load_csv
-    if not args.train or not args.test:
-        raise DataError("--layout csv needs --train FILE (user,item,behavior) and --test FILE "
-                        "(user,item); paths are relative to the folder NAME")
-    base = folder if folder.is_dir() else Path(".")
-    return load_csv(base / args.train, base / args.test, behaviors,
-                    valid=base / args.valid if args.valid else None,
-                    delimiter=args.delimiter, name=folder.name or None)
+    return load_folder(args.name, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -176,10 +176,11 @@ def _sweep_value(value: Any, per_behavior: bool, dataset: str) -> Any:
 
 
 def n_behaviors(dataset: str) -> int:
-    """The number of behaviors of a catalogued dataset (no file is read)."""
-    from bench.data import catalog
+    """The number of behaviors of a catalogued dataset, or of a folder named on this command line
+    (no file is read)."""
+    from bench.data.select import behaviors_of
     try:
-        return len(catalog.get(dataset).behaviors)
+        return len(behaviors_of(dataset))
     except Exception as err:   # DataError: an unknown name lists the known ones
         raise ConfigError(str(err)) from None
 

@@ -12,20 +12,20 @@ import argparse
 import sys
 from typing import Any
 
+from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
 from bench.experiments.loader import Experiment, load_experiment
 from bench.experiments.resolve import NOT_REGISTERED, choose_model, resolve_cell
 from bench.runner import RunPlan, plan_trials
 
 
-def experiment_datasets(experiment: Experiment, names: list[str] | None,
-                        data_dir: str | None) -> list:
-    """The datasets to run: the command line's (all must load), else the experiment's (those
-    whose files are absent are skipped with a message)."""
-    from bench.commands.run import load_datasets
+def experiment_datasets(experiment: Experiment, names: list[str] | None, data_dir: str | None,
+                        options: FolderOptions | None = None) -> list:
+    """The datasets to run: the command line's (all must load; folders of your own data with
+    ``options``), else the experiment's (those whose files are absent are skipped with a message)."""
     from bench.data import catalog
     if names:
-        return load_datasets(names, data_dir)
+        return load_datasets(names, data_dir, options)
     chosen = []
     for name in experiment.datasets:
         missing = catalog.missing_files(name, data_dir)
@@ -70,7 +70,8 @@ def plan_experiment(args: argparse.Namespace) -> tuple[RunPlan, list]:
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     extra = cli_overrides(args, experiment)
-    datasets = experiment_datasets(experiment, args.datasets, args.data_dir)
+    datasets = experiment_datasets(experiment, args.datasets, args.data_dir,
+                                   FolderOptions.from_args(args))
     cells = experiment.cells([d.name for d in datasets])
     if args.models:
         cells = [c for c in cells if set(c.models) & set(args.models)]

@@ -42,6 +42,14 @@ def choose_model(names: tuple[str, ...]):
     return None, "; ".join(errors)
 
 
+def code_version(spec) -> str:
+    """The model's current code version, hashed once per process (it reads source files)."""
+    key = (spec.name, spec.encoder, spec.decoder)
+    if key not in _VERSIONS:
+        _VERSIONS[key] = spec.code_version()
+    return _VERSIONS[key]
+
+
 def resolve_cell(cell: Cell, extra: Mapping[str, Any] | None = None) -> ResolvedCell:
     """Pick the cell's model and resolve its parameters.
 
@@ -63,10 +71,7 @@ def resolve_cell(cell: Cell, extra: Mapping[str, Any] | None = None) -> Resolved
         full = spec.resolve(cell.dataset, k, wanted)
         out.overrides = {key: full[key] for key in wanted if full[key] != plain[key]}
         out.params = spec.resolve(cell.dataset, k, out.overrides)
-        key = (name, spec.encoder, spec.decoder)
-        if key not in _VERSIONS:
-            _VERSIONS[key] = spec.code_version()
-        out.code_version = _VERSIONS[key]
+        out.code_version = code_version(spec)
     except ConfigError as err:
         out.problem = "configuration error"
         out.detail = f"{cell.experiment}, {cell.label} on {cell.dataset}: {err}"

@@ -7,9 +7,10 @@ counts of the files that are there, so a partial copy is described, never passed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from bench.data import catalog
+from bench.data.dataset import MultiBehaviorDataset
 from bench.data.stats import DatasetStats, behavior_patterns, compute_stats
 from bench.errors import BenchError
 from bench.report.paper import paper_dataset_stats
@@ -55,6 +56,20 @@ def dataset_row(name: str, data_dir: str | None) -> DatasetRow:
         row.status = "unreadable"
         row.message = " ".join(str(err).split())
     return row
+
+
+def folder_row(entry: str, options) -> tuple[DatasetRow, MultiBehaviorDataset | None]:
+    """The row of a folder of your own data (read with ``options``, a
+    :class:`bench.data.select.FolderOptions`), and the dataset when it could be read."""
+    from bench.data.select import folder_name, load_folder
+    try:
+        dataset = load_folder(entry, options)
+    except BenchError as err:
+        return DatasetRow(folder_name(entry), "unreadable", message=" ".join(str(err).split()),
+                          behaviors=options.behaviors), None
+    row = DatasetRow(dataset.name, "complete", stats=compute_stats(dataset),
+                     behaviors=dataset.behaviors)
+    return row, dataset
 
 
 def _partial_counts(row: DatasetRow, spec, folder, missing) -> None:
@@ -165,15 +180,18 @@ def render_table1(rows: list[DatasetRow], fmt: str, title: str) -> str:
 
 
 # ---- Figure 6 -----------------------------------------------------------------------------------
-def pattern_tables(rows: list[DatasetRow], data_dir: str | None, units: list[str]):
-    """Per complete dataset and unit: (behaviors, patterns). Others are listed with the reason."""
+def pattern_tables(rows: list[DatasetRow], data_dir: str | None, units: list[str],
+                   loaded: Mapping[str, MultiBehaviorDataset] | None = None):
+    """Per complete dataset and unit: (behaviors, patterns). Others are listed with the reason.
+    ``loaded``: datasets already read (folders of your own data), by name."""
     out, skipped = {}, []
+    loaded = loaded or {}
     for row in rows:
         if row.stats is None:
             skipped.append(f"{dataset_label(row.name)}: {row.status}"
                            + (f" ({row.message})" if row.message else ""))
             continue
-        dataset = catalog.load_dataset(row.name, data_dir)
+        dataset = loaded.get(row.name) or catalog.load_dataset(row.name, data_dir)
         for unit in units:
             out[(row.name, unit)] = (dataset.behaviors, behavior_patterns(dataset, unit))
     return out, skipped

@@ -23,6 +23,9 @@ STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labels
          "lines.markersize": 3.5, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "savefig.dpi": 300,
          "pdf.fonttype": 42}
+# No creation date (PDF) and no software stamp (PNG): a figure of unchanged data is rewritten
+# byte for byte, so `bench report all` leaves a checkout's committed figures clean.
+METADATA = {"pdf": {"CreationDate": None}, "png": {"Software": None}}
 
 
 def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
@@ -30,7 +33,7 @@ def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, bbox_inches="tight", metadata=None if fmt != "png" else {"Software": None})
+        fig.savefig(path, bbox_inches="tight", metadata=METADATA.get(fmt))
         paths.append(path)
     plt.close(fig)
     return paths

@@ -19,7 +19,8 @@ import numpy as np
 
 from bench.experiments.loader import Cell
 from bench.experiments.resolve import NOT_REGISTERED, ResolvedCell, resolve_cell
-from bench.records import canonical_json, iter_records, read_per_user
+from bench.records import (FAILURE_SUFFIX, Damaged, canonical_json, iter_records,
+                           per_user_path, per_user_problem, read_per_user)
 from bench.runner import MAIN_SELECTION
 
 RUN_LEVEL = ("epochs",)     # parameters a smoke run may shorten without changing the cell
@@ -79,24 +80,45 @@ class CellResult:
 
 
 class ResultIndex:
-    """Every readable record (and failure note) of a results folder, indexed by dataset and model."""
+    """Every readable record (and failure note) of a results folder, indexed by dataset and model;
+    the files that could not be used are kept in ``damaged`` so a report can name them."""
 
     def __init__(self, results_dir: Path, data_dir: str | None = None):
         self.results_dir = Path(results_dir)
         self.data_dir = data_dir
         self.records: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
         self.failures: dict[tuple[str, str], list[dict]] = {}
-        for path, record in iter_records(self.results_dir):
+        self.damaged: list[Damaged] = []
+        for path, record in iter_records(self.results_dir, self.damaged):
             c = record["config"]
             self.records.setdefault((c["dataset"], c["model"]), []).append((path, record))
+            problem = per_user_problem(path, record)
+            if problem:
+                self.damaged.append(Damaged(per_user_path(path), "per-user values", problem))
         if self.results_dir.is_dir():
-            for path in sorted(self.results_dir.glob("*/*/*.failed.json")):
+            for path in sorted(self.results_dir.glob(f"*/*/*{FAILURE_SUFFIX}")):
                 try:
                     note = json.loads(path.read_text())
                     c = note["config"]
                     self.failures.setdefault((c["dataset"], c["model"]), []).append(note)
                 except (OSError, ValueError, KeyError, TypeError):
-                    continue
+                    self.damaged.append(Damaged(path, "failure note", "cannot be read"))
+
+    def warnings(self) -> list[str]:
+        """One line per damaged file: which, what is wrong, what it means and how to repair it."""
+        lines = []
+        for d in self.damaged:
+            if d.kind == "record":
+                consequence = ("it is not counted; rerun the `bench run` command that wrote it "
+                               "(it trains that trial again)")
+            elif d.kind == "per-user values":
+                record = d.path.name.replace(".users.csv.gz", ".json")
+                consequence = (f"its record is counted, but not in per-user tests; delete "
+                               f"{record} and this file, then rerun the trial")
+            else:
+                consequence = "a failed trial may be reported as not run; delete the file"
+            lines.append(f"warning: {d.kind} {d.path} {d.problem}; {consequence}")
+        return lines
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.records.values())
@@ -124,7 +146,7 @@ class ResultIndex:
                              f"{cell.dataset} use other parameters")
             return result
         current = [(p, r) for p, r in matching
-                   if r["config"].get("model_version") == resolved.code_version]
+                   if not is_stale(r["config"], resolved.code_version)]
         if not current:
             result.reason = "stale"
             result.detail = (f"{len(matching)} stored run(s) come from an older version of "
@@ -132,7 +154,7 @@ class ResultIndex:
             return result
         groups: dict[str, list[tuple[Path, dict]]] = {}
         for p, r in current:
-            groups.setdefault(_group_key(r["config"]), []).append((p, r))
+            groups.setdefault(configuration_key(r["config"]), []).append((p, r))
         default_epochs = resolved.params.get("epochs")
 
         def rank(item):
@@ -205,11 +227,27 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def _group_key(config: dict) -> str:
-    return canonical_json({"epochs": config["params"].get("epochs"),
-                           "base_seed": config.get("base_seed"),
-                           "evaluation": config.get("evaluation"),
-                           "data": config.get("dataset_fingerprint")})
+def configuration_key(config: dict) -> str:
+    """What the runs of one configuration share: the whole configuration but the run index
+    (parameters, epochs, base seed, evaluation, data fingerprint, code version; numbers compared
+    by value). Records with equal keys are runs of one experiment; others are never pooled."""
+    return canonical_json(_numbers({k: v for k, v in config.items() if k != "run"}))
+
+
+def current_code_version(model: str) -> str | None:
+    """The code version the registered model has now; None when no such model is registered."""
+    from bench.errors import ConfigError
+    from bench.experiments.resolve import code_version
+    from bench.models.registry import get_model
+    try:
+        return code_version(get_model(model))
+    except ConfigError:
+        return None
+
+
+def is_stale(config: dict, current: str | None) -> bool:
+    """Whether a record comes from another version of its model's code than ``current``."""
+    return current is not None and config.get("model_version") != current
 
 
 def collect(cells: Iterable[Cell], index: ResultIndex, protocol: str, rule: str = "auto",
@@ -217,4 +255,5 @@ def collect(cells: Iterable[Cell], index: ResultIndex, protocol: str, rule: str 
     return [index.find(c, protocol, rule, epochs) for c in cells]
 
 
-__all__ = ["CellResult", "NOT_REGISTERED", "ResultIndex", "collect", "dataset_status"]
+__all__ = ["CellResult", "NOT_REGISTERED", "ResultIndex", "collect", "configuration_key",
+           "current_code_version", "dataset_status", "is_stale"]

@@ -15,9 +15,11 @@ from bench.runner import DEFAULT_EVAL, MAIN_SELECTION
 def write_cell_records(results: Path, cell: Cell, hr: Sequence[float], ndcg: Sequence[float],
                        users: dict[int, dict[str, np.ndarray]] | None = None,
                        protocol: str = "paper", epochs: int | None = None,
-                       paper_rule_offset: float = 0.0) -> list[Path]:
+                       paper_rule_offset: float = 0.0, base_seed: int = 2025,
+                       model_version: str | None = None) -> list[Path]:
     """One record per run i with HR@10 = hr[i], NDCG@10 = ndcg[i] (selection of ``protocol``),
-    the configuration the report will look for, and optional per-user values per run."""
+    the configuration the report will look for (or another ``base_seed`` or code version), and
+    optional per-user values per run."""
     resolved = resolve_cell(cell)
     assert resolved.ok, resolved.detail
     paths = []
@@ -28,9 +30,9 @@ def write_cell_records(results: Path, cell: Cell, hr: Sequence[float], ndcg: Seq
             params["epochs"] = epochs
         config: dict[str, Any] = {
             "model": resolved.model, "encoder": "x", "decoder": "y",
-            "model_version": resolved.code_version, "dataset": cell.dataset,
+            "model_version": model_version or resolved.code_version, "dataset": cell.dataset,
             "dataset_fingerprint": "synthetic", "protocol": protocol, "run": run,
-            "base_seed": 2025, "params": params, "evaluation": dict(DEFAULT_EVAL),
+            "base_seed": base_seed, "params": params, "evaluation": dict(DEFAULT_EVAL),
             "inferred_defaults": []}
         metrics = {"full/default": {"HR@10": h, "NDCG@10": n},
                    "full/paper": {"HR@10": h + paper_rule_offset, "NDCG@10": n}}

@@ -99,3 +99,21 @@ def test_table1_describes_incomplete_and_absent_datasets(real_data, capsys):
     assert "incomplete" in beibei and "642,622" in beibei
     assert "missing behavior 'pv'" in out
     assert "Taobao: no folder" in out
+
+
+def test_a_second_render_of_unchanged_data_is_byte_identical(tmp_path, capsys, monkeypatch):
+    """Figures carry no creation date, so `report all` does not dirty committed figures. The two
+    renders get different clocks (matplotlib reads SOURCE_DATE_EPOCH for the date it would stamp)."""
+    results = tmp_path / "results"
+    _write_sweep(results, "fig4_temperature")
+    argv = ["report", "fig4_temperature", "--datasets", "demo", "--results-dir", str(results)]
+    rendered = []
+    for clock, folder in (("1000000000", "first"), ("1700000000", "second")):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", clock)
+        assert main([*argv, "--figures-dir", str(tmp_path / folder)]) == 0
+        rendered.append({suffix: (tmp_path / folder / f"fig4_temperature_demo.{suffix}").read_bytes()
+                         for suffix in ("png", "pdf")})
+    capsys.readouterr()
+    assert rendered[0] == rendered[1]
+    assert b"CreationDate" not in rendered[0]["pdf"]
+    assert b"matplotlib version" not in rendered[0]["png"]

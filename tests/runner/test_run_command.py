@@ -108,6 +108,21 @@ def test_readme_example_is_the_shipped_file_and_runs(tmp_path, capsys):
     assert "aux_weight" in out
 
 
+def test_quick_start_commands_are_the_ones_ci_runs():
+    """The quick start's test command is what .ci/run executes, verbatim; the CPU-only torch
+    command sits in the quick start, one copy-pasteable line."""
+    readme = (REPO / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):readme.index("## Commands")]
+    commands = re.findall(r"```bash\n(.*?)\n```", quick_start, flags=re.S)
+    assert commands == [
+        "pip install -e . && python -m bench run --models pop,lightgcn,copf --datasets demo "
+        "--seeds 2 --epochs 20 --device cpu",
+        'pip install -e ".[test]" && python -m pytest -q',
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu"]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci
+
+
 def test_list_models_names_the_baselines(capsys):
     code, out, _ = run(capsys, "list", "models")
     assert code == 0
