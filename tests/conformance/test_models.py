@@ -151,3 +151,40 @@ def test_batch_trains_each_run_as_if_alone(name, demo):
                                        msg=f"{name}: {key} of run {run} differs ({engine.mode} "
                                            "mode)")
     assert engine.mode == ("looped" if engine.looped_reason else "fused")
+
+
+# members that differ in batchable values: (model, each member's settings)
+MEMBER_SETTINGS = {
+    "copf": [{"cl_temperature": 0.1, "loss_weights": [1 / 3, 1 / 3, 1 / 3]},
+             {"cl_temperature": 0.4, "loss_weights": [1 / 6, 2 / 6, 3 / 6], "lr": 3e-3}],
+    "cogcn+mesi": [{"reg": 1e-2}, {"reg": 1e-3, "loss_weights": [0.2, 0.3, 0.5]}],
+    "pkef": [{"lr": 1e-3}, {"lr": 2e-3, "reg": 1e-3, "loss_weights": [0.0, 0.5, 0.5]}],
+    "crgcn": [{"lr": 1e-2, "reg": 1e-3}, {"lr": 3e-3, "reg": 1e-4}],
+    "lightgcn": [{"reg": 1e-4}, {"reg": 1e-3, "lr": 5e-3, "lr_decay": 0.9}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEMBER_SETTINGS))
+def test_members_with_their_own_values_train_as_if_alone(name, demo):
+    """Members of one batch that differ in batchable hyper-parameters (temperature, loss
+    weights, learning rate, regularization) end where each ends alone."""
+    settings = MEMBER_SETTINGS[name]
+    n_steps = 3
+    together = batch_trainer(name, demo, [0, 0], settings)
+    assert together.engine.mode == "fused"
+    stepper = Stepper(together)
+    grads = []
+    for _ in range(n_steps):
+        stepper()
+        grads.append(together.engine.flat.grad.detach().clone())
+    for member, own in enumerate(settings):
+        alone = batch_trainer(name, demo, [0], [own])
+        single = Stepper(alone)
+        compared = torch.ones_like(alone.engine.flat[0], dtype=torch.bool)
+        for step in range(n_steps):
+            single()
+            compared &= ~noise_driven(alone.engine.flat.grad[0], grads[step][member])
+        assert compared.float().mean() > 0.95
+        torch.testing.assert_close(together.engine.flat[member].detach()[compared],
+                                   alone.engine.flat[0].detach()[compared], rtol=1e-4, atol=1e-6,
+                                   msg=f"{name}: member {member} ({own}) differs")
