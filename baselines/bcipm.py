@@ -92,9 +92,13 @@ class _LightGCNAsWritten(torch.autograd.Function):
         ctx.graph, ctx.layers = inputs[1], inputs[2]
         ctx.save_for_backward(*output[1:])
         ctx.mark_non_differentiable(*output[1:])
+        # no zero gradients built for the saved layers and norms (full tables, every step)
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, *_unused: torch.Tensor):
+        if grad is None:
+            return None, None, None
         saved, layers = ctx.saved_tensors, ctx.layers
         grad = grad.contiguous()
         below = None                              # gradient reaching x_l from layer l + 1

@@ -65,9 +65,13 @@ class _WeightedLogSumExp(torch.autograd.Function):
         _, expd, total = output
         ctx.save_for_backward(anchor, table, weight, inv_tau, expd, total)
         ctx.mark_non_differentiable(expd, total)
+        # no zero gradients built for the non-differentiable outputs (users x items each step)
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, grad, _expd_grad, _total_grad):
+        if grad is None:
+            return None, None, None, None
         anchor, table, weight, inv_tau, expd, total = ctx.saved_tensors
         factor = (grad * inv_tau)[..., None] * weight / total
         prob = expd.mul_(factor[..., None])

@@ -272,6 +272,10 @@ class MultiBehaviorSampler:
     def add_group(self, name: Any, index: InteractionIndex, degrees: list[torch.Tensor]) -> None:
         self.groups[name] = (index, degrees)
         self.slots[name] = 0
+        # every group's stream segments exist from the start, in construction order (a group
+        # may need no slot at all in an epoch)
+        self.layout.set(f"{name}/pos", 0)
+        self.layout.set(f"{name}/neg", 0)
 
     def counts(self, name: Any, users: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Pairs per user of group ``name``: min(n_pairs, the group's degrees), 0 on padding."""
@@ -293,9 +297,12 @@ class MultiBehaviorSampler:
         return self._fit(self.needed_slots())
 
     def _fit(self, needs: dict[Any, int]) -> bool:
+        return self._resize({name: grown(self.slots[name], int(need))
+                             for name, need in needs.items()})
+
+    def _resize(self, sizes: dict[Any, int]) -> bool:
         changed = False
-        for name, need in needs.items():
-            size = grown(self.slots[name], int(need))
+        for name, size in sizes.items():
             if size != self.slots[name]:
                 self.slots[name] = size
                 changed = True
@@ -307,8 +314,10 @@ class MultiBehaviorSampler:
         return {"slots": [[repr(name), size] for name, size in self.slots.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
+        """The saved slot counts exactly: a resumed run keeps the batch shapes it had."""
         saved = {name: size for name, size in state.get("slots", [])}
-        self._fit({name: saved.get(repr(name), 0) for name in self.slots})
+        self._resize({name: max(self.slots[name], int(saved.get(repr(name), 0)))
+                      for name in self.slots})
 
     def pairs(self, name: Any, users: torch.Tensor, weight: torch.Tensor,
               draws: dict[str, torch.Tensor]) -> Pairs:

@@ -1,12 +1,15 @@
 """Helpers of the baseline-model tests."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from bench.models.registry import build_model, get_model
-from bench.train.samplers import make_sampler
+from bench.train import streams
+from bench.train.samplers import make_sampler, run_batches
 from bench.train.seeds import generator
 
 
@@ -16,8 +19,19 @@ def build(name: str, dataset, seed: int = 1, **overrides):
     return build_model(spec, dataset, cfg, "cpu", generator(seed)), cfg
 
 
-def sampler_of(model, dataset, cfg):
-    return make_sampler(model, dataset, cfg, torch.device("cpu"))
+def sampler_of(model, dataset, cfg, seeds=(2,)):
+    """The model's sampler for runs with sampling seeds ``seeds`` (one run by default)."""
+    return make_sampler(model, dataset, cfg, torch.device("cpu"), streams.run_keys(list(seeds)))
+
+
+def one_epoch(sampler, member: int = 0) -> list:
+    """Run ``member``'s batches of the sampler's first epoch (leading run axis dropped)."""
+    return list(itertools.islice(run_batches(sampler, member), sampler.steps_per_epoch))
+
+
+def first_batch(model, dataset, cfg, seed: int = 2):
+    """The first batch of one run with sampling seed ``seed`` (no leading run axis)."""
+    return next(run_batches(sampler_of(model, dataset, cfg, (seed,))))
 
 
 def dense(matrix: sp.spmatrix) -> torch.Tensor:

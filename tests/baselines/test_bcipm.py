@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from baselines.bcipm import lightgcn_as_written
 from bench.kernels import plain_kernels
 from bench.train.seeds import generator
-from tests.baselines.helpers import build, lgn, sampler_of, user_sets
+from tests.baselines.helpers import build, lgn, one_epoch, sampler_of, user_sets
 
 
 def _as_written(a: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
@@ -71,14 +71,17 @@ def test_score_mixes_u_point_and_graph_term_with_lambda(demo):
 
 def test_loss_is_weighted_bce_plus_bpr_plus_frobenius_reg(demo):
     model, cfg = build("bcipm", demo, log_reg=0.3, reg=0.5, batch_size=256)
-    batch = next(iter(sampler_of(model, demo, cfg).epoch(generator(2))))
+    batch = one_epoch(sampler_of(model, demo, cfg, seeds=(2,)))[-1]
+    real = batch.user_weight == 1.0
+    assert (~real).any() and real.sum() > 10      # the epoch's last batch has padding records
     total, parts = model.loss(batch)
     assert set(parts) == {"bce", "bpr", "reg"}
     reps = model.encoder()
     gu, gv = reps.extra["global_users"], reps.extra["global_items"]
     dec = model.decoder
-    users, items = batch.users, batch.extra["record_items"]
-    negs, behs = batch.extra["negatives"], batch.extra["record_behaviors"]
+    # the pointwise branch on the real records only
+    users, items = batch.users[real], batch.extra["record_items"][real]
+    negs, behs = batch.extra["negatives"][real], batch.extra["record_behaviors"][real]
     logits, labels = [], []
     for col in range(negs.shape[1] + 1):
         it = items if col == 0 else negs[:, col - 1]
@@ -91,14 +94,17 @@ def test_loss_is_weighted_bce_plus_bpr_plus_frobenius_reg(demo):
                  + model.encoder.items.norm() / (demo.n_items + 1))
     torch.testing.assert_close(parts["reg"], reg)
     torch.testing.assert_close(total, parts["bce"] + parts["bpr"] + parts["reg"])
-    # the pairwise branch, one (u, pos, neg) triple at a time
+    # the pairwise branch, one real (u, pos, neg) triple at a time
     tu, tv = reps.extra["target_users"], reps.extra["target_items"]
     bought = user_sets(demo.matrices()[-1])
     target = torch.tensor([demo.n_behaviors - 1])
     pairs = batch.pairs[demo.n_behaviors - 1]
-    assert len(pairs) > 10
+    assert pairs.count() > 10
     bprs = []
-    for u, pos, neg in zip(pairs.users.tolist(), pairs.pos.tolist(), pairs.neg.tolist()):
+    for u, pos, neg, w in zip(pairs.users.tolist(), pairs.pos.tolist(), pairs.neg.tolist(),
+                              pairs.weight.tolist()):
+        if w == 0.0:
+            continue
         point = sum(dec.aggregate(gu[u:u + 1], gv[j:j + 1], target)[0] for j in bought[u])
         lam = 1.0 / (len(bought[u]) + 1e-8)
         y = [(1 - lam) * point @ gv[i] + lam * (gu[u] + tu[u]) @ (gv[i] + tv[i])
@@ -109,28 +115,55 @@ def test_loss_is_weighted_bce_plus_bpr_plus_frobenius_reg(demo):
 
 def test_sampler_covers_every_record_with_all_behavior_negatives(demo):
     model, cfg = build("bcipm", demo, batch_size=300)
-    sampler = sampler_of(model, demo, cfg)
+    sampler = sampler_of(model, demo, cfg, seeds=(9,))
     union = user_sets(demo.union())
     per_behavior = [user_sets(m) for m in demo.matrices()]
     target = demo.n_behaviors - 1
-    records = []
-    batches = list(sampler.epoch(generator(9)))
-    assert len(batches) == sampler.steps_per_epoch()
+    records, padding = [], 0
+    batches = one_epoch(sampler)
+    assert len(batches) == sampler.steps_per_epoch
     for batch in batches:
         users = batch.users.tolist()
+        real = [w == 1.0 for w in batch.user_weight.tolist()]
+        padding += real.count(False)
         negs = batch.extra["negatives"]
-        assert negs.shape == (len(users), 4)
+        assert len(users) == 300 and negs.shape == (300, 4)            # fixed shapes
         for row, (u, i, b) in enumerate(zip(users, batch.extra["record_items"].tolist(),
                                             batch.extra["record_behaviors"].tolist())):
-            records.append((u, i, b))
+            if real[row]:
+                records.append((u, i, b))
             assert not set(negs[row].tolist()) & union[u]
-        pairs = batch.pairs[target]   # one target triple per record whose user has buys
-        assert pairs.users.tolist() == [u for u in users if per_behavior[target][u]]
-        for u, p, n in zip(pairs.users.tolist(), pairs.pos.tolist(), pairs.neg.tolist()):
-            assert p in per_behavior[target][u] and n not in union[u]
+        # one target triple per record, real where the record is and its user has buys
+        pairs = batch.pairs[target]
+        assert pairs.users.tolist() == users
+        assert pairs.weight.tolist() == [float(r and bool(per_behavior[target][u]))
+                                         for u, r in zip(users, real)]
+        for u, p, n, w in zip(users, pairs.pos.tolist(), pairs.neg.tolist(),
+                              pairs.weight.tolist()):
+            if w:
+                assert p in per_behavior[target][u]
+            assert n not in union[u]
+        # u_point: every real record's anchor is a real record of the same user, and the point
+        # slots owned by that anchor hold the user's target items, each once
+        anchor = batch.extra["record_anchor"].tolist()
+        owned = {}
+        for slot, item, w in zip(batch.extra["point_slot"].tolist(),
+                                 batch.extra["point_items"].tolist(),
+                                 batch.extra["point_weight"].tolist()):
+            if w:
+                owned.setdefault(slot, []).append(item)
+        anchors = set()
+        for row, u in enumerate(users):
+            if real[row]:
+                a = anchor[row]
+                assert users[a] == u and real[a]
+                anchors.add(a)
+                assert sorted(owned.get(a, [])) == sorted(per_behavior[target][u])
+        assert set(owned) <= anchors          # no slot belongs to a padding or non-anchor row
     expected = sorted((u, i, b) for b, sets in enumerate(per_behavior)
                       for u in range(demo.n_users) for i in sets[u])
     assert sorted(records) == expected
+    assert padding == len(batches) * 300 - len(expected)
 
 
 def test_aggregator_is_the_gru_like_gate(demo):

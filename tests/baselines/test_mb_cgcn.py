@@ -2,10 +2,12 @@
 the distinct-user sampler."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 
-from bench.train.seeds import generator
-from tests.baselines.helpers import build, lgn, sampler_of, user_sets
+from bench.train.samplers import run_batches
+from tests.baselines.helpers import build, first_batch, lgn, one_epoch, sampler_of, user_sets
 
 
 def _layer_mean(a: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
@@ -44,7 +46,7 @@ def test_two_transitions_for_three_behaviors_and_gradients_reach_them(demo):
     model, cfg = build("mb-cgcn", demo)
     enc = model.encoder
     assert len(enc.user_transforms) == len(enc.item_transforms) == demo.n_behaviors - 1
-    batch = next(iter(sampler_of(model, demo, cfg).epoch(generator(2))))
+    batch = first_batch(model, demo, cfg, seed=2)
     loss, parts = model.loss(batch)
     assert set(parts) == {"bpr", "l2"}
     loss.backward()
@@ -54,19 +56,28 @@ def test_two_transitions_for_three_behaviors_and_gradients_reach_them(demo):
 
 def test_sampler_distinct_users_and_step_count(demo):
     model, cfg = build("mb-cgcn", demo, batch_size=64)
-    sampler = sampler_of(model, demo, cfg)
+    sampler = sampler_of(model, demo, cfg, seeds=(6,))
     buys = demo.matrices()[-1]
-    assert sampler.steps_per_epoch() == buys.nnz // 64 + 1
+    assert sampler.steps_per_epoch == buys.nnz // 64 + 1
     bought = user_sets(buys)
-    batches = list(sampler.epoch(generator(6)))
-    assert len(batches) == sampler.steps_per_epoch()
+    active = {u for u in range(demo.n_users) if bought[u]}
+    batches = one_epoch(sampler)
+    assert len(batches) == sampler.steps_per_epoch
+    drawn = set()
     for batch in batches:
         (k, pairs), = batch.pairs.items()
         assert k == demo.n_behaviors - 1
         users = pairs.users.tolist()
-        assert len(users) == 64 and len(set(users)) == 64
+        assert len(users) == 64 and len(set(users)) == 64 and set(users) <= active
+        assert pairs.weight.tolist() == [1.0] * 64                  # no padding: all real
+        assert torch.equal(batch.users, pairs.users)
         for u, p, n in zip(users, pairs.pos.tolist(), pairs.neg.tolist()):
             assert p in bought[u] and n not in bought[u]
+    # a fresh draw each step: the steps do not repeat one set of users, and over three epochs
+    # every active user is drawn (each step takes 64 of the 200)
+    assert len({tuple(sorted(b.users.tolist())) for b in batches}) == len(batches)
+    later = itertools.islice(run_batches(sampler), 3 * sampler.steps_per_epoch)
+    assert set(torch.cat([b.users for b in later]).tolist()) == active
 
 
 def test_first_behavior_pretraining_initializes_e0(demo):

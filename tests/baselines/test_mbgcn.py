@@ -2,11 +2,16 @@
 decomposition, and dropout in training only."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import torch
 
 from bench.data.graphs import propagate
+from bench.train import streams
+from bench.train.samplers import run_batches
 from bench.train.seeds import generator
-from tests.baselines.helpers import build, dense, sampler_of, user_sets
+from tests.baselines.helpers import build, dense, one_epoch, sampler_of, user_sets
 
 
 def test_behavior_weights_are_normalized_per_user(demo):
@@ -93,30 +98,63 @@ def test_score_is_score1_plus_lamb_item_item_and_mean_of_behavior_tables(demo):
 
 def test_dropout_only_in_training_and_repeatable(demo):
     model, cfg = build("mbgcn", demo)
-    batch = next(iter(sampler_of(model, demo, cfg).epoch(generator(2))))
+    step0, step1 = itertools.islice(run_batches(sampler_of(model, demo, cfg, seeds=(2,))), 2)
+    assert not torch.equal(step0.noise, step1.noise)
+    other_key = dataclasses.replace(step0, noise=step1.noise)   # step 0's pairs, step 1's masks
+    no_key = dataclasses.replace(step0, noise=None)
     model.train()
-    first, second = model.loss(batch)[0].item(), model.loss(batch)[0].item()
-    assert first != second                # fresh node/message dropout each step
+    first = model.loss(step0)[0].item()
+    assert model.loss(step0)[0].item() == first        # masks are hashes of the step's key
+    assert model.loss(other_key)[0].item() != first    # another step draws other masks
+    assert model.loss(no_key)[0].item() != first       # without masks: dropout did act
     twin, _ = build("mbgcn", demo)
     twin.train()
-    assert twin.loss(batch)[0].item() == first   # same init seed, same dropout stream
+    assert twin.loss(step0)[0].item() == first         # same init seed, same key: same masks
+    # each of node and message dropout draws from the key on its own
+    for node, message in ((0.2, 0.0), (0.0, 0.2)):
+        alone, _ = build("mbgcn", demo, node_dropout=node, message_dropout=message)
+        alone.train()
+        assert alone.loss(step0)[0].item() != alone.loss(other_key)[0].item(), (node, message)
     model.eval()
     with torch.no_grad():
-        assert float(model.loss(batch)[0]) == float(model.loss(batch)[0])
+        evaluated = float(model.loss(step0)[0])
+        assert evaluated == float(model.loss(other_key)[0]) == float(model.loss(no_key)[0])
+
+
+def test_message_dropout_masks_at_rate_p_and_rescales(demo):
+    model, _ = build("mbgcn", demo, message_dropout=0.2)
+    model.train()
+    x = torch.ones(4000, 8)
+    noise = streams.run_keys([3])[0]
+    dropped = model.decoder._drop(x, noise, 0)
+    kept = dropped != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.01          # 32000 draws: sd 0.0022
+    torch.testing.assert_close(dropped[kept], torch.full((int(kept.sum()),), 1 / 0.8))
+    assert torch.equal(model.decoder._drop(x, noise, 0), dropped)
+    assert not torch.equal(model.decoder._drop(x, noise, 1), dropped)   # another draw number
+    model.eval()
+    assert torch.equal(model.decoder._drop(x, noise, 0), x)
 
 
 def test_record_sampler_covers_every_target_record(demo):
     model, cfg = build("mbgcn", demo, batch_size=100)
-    sampler = sampler_of(model, demo, cfg)
+    sampler = sampler_of(model, demo, cfg, seeds=(8,))
     bought = user_sets(demo.matrices()[-1])
-    seen = []
-    for batch in sampler.epoch(generator(8)):
+    seen, padding = [], 0
+    for batch in one_epoch(sampler):
         pairs = batch.pairs[demo.n_behaviors - 1]
-        for u, p, n in zip(pairs.users.tolist(), pairs.pos.tolist(), pairs.neg.tolist()):
+        assert len(pairs) == 100                          # fixed shape, padding included
+        for u, p, n, w in zip(pairs.users.tolist(), pairs.pos.tolist(), pairs.neg.tolist(),
+                              pairs.weight.tolist()):
             assert n not in bought[u]
-            seen.append((u, p))
+            if w == 1.0:
+                seen.append((u, p))
+            else:
+                assert w == 0.0
+                padding += 1
     expected = sorted((u, i) for u in range(demo.n_users) for i in bought[u])
     assert sorted(seen) == expected
+    assert padding == sampler.steps_per_epoch * 100 - len(expected)
 
 
 def test_mf_pretraining_initializes_normalized_rows(demo):

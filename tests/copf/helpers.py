@@ -9,7 +9,10 @@ import torch
 from bench.data.dataset import MultiBehaviorDataset
 from bench.models.base import Batch, Pairs
 from bench.models.registry import MODELS, build_model, get_model, load_builtin
+from bench.train import streams
+from bench.train.samplers import make_sampler, run_batches
 from bench.train.seeds import generator
+from bench.train.trainer import BatchTrainer, Member
 
 load_builtin()
 
@@ -55,7 +58,9 @@ def _pairs(matrix, users, pos) -> Pairs:
             v = (v + 1) % m.shape[1]
         neg.append(v)
     as_t = lambda x: torch.tensor(x, dtype=torch.int64)  # noqa: E731
-    return Pairs(as_t(users), as_t(pos), as_t(neg))
+    # grouped by user as the multi-behavior sampler makes them: tiny_batch's users are 0..4, so a
+    # pair's owner (its user's position in Batch.users) is the user itself
+    return Pairs(as_t(users), as_t(pos), as_t(neg), owner=as_t(users))
 
 
 def tiny_batch() -> Batch:
@@ -71,3 +76,30 @@ def build(name: str, dataset, seed: int = 1, **overrides):
     spec = get_model(name)
     cfg = spec.resolve(dataset.name, dataset.n_behaviors, overrides)
     return build_model(spec, dataset, cfg, "cpu", generator(seed))
+
+
+CPU = torch.device("cpu")
+
+
+def first_batch(model, dataset, seed: int = 2) -> Batch:
+    """The first batch of one run with sampling seed ``seed`` (no leading run axis)."""
+    sampler = make_sampler(model, dataset, model.cfg, CPU, streams.run_keys([seed]))
+    return next(run_batches(sampler))
+
+
+def train_steps(model, dataset, steps: int, seed: int = 2):
+    """``model`` after ``steps`` Adam steps (the trainer's optimizer) on its first batch."""
+    keys = streams.run_keys([seed])
+    sampler = make_sampler(model, dataset, model.cfg, CPU, keys)
+    model.train()
+    trainer = BatchTrainer([Member(model, model.cfg, seed)], dataset, sampler, CPU, "off",
+                           model.name)
+    sampler.start_epoch(0)
+    batch = sampler.batch(torch.tensor(0), torch.tensor(0))
+    for _ in range(steps):
+        totals, _ = trainer.engine.losses(batch)
+        trainer.engine.flat.grad = None
+        totals.sum().backward()
+        trainer.optimizer.step()
+    trainer.engine.sync_models()
+    return model

@@ -10,11 +10,9 @@ import torch
 import copf.aggregation as aggregation
 from bench.data.demo import make_demo
 from bench.models.base import Batch, BehaviorReps
-from bench.train.samplers import make_sampler
 from bench.train.seeds import generator
-from bench.train.trainer import make_optimizer
 from copf.aggregation import SharedGate
-from tests.copf.helpers import COPF_NAMES, build, tiny_batch, tiny_dataset
+from tests.copf.helpers import COPF_NAMES, build, tiny_batch, tiny_dataset, train_steps
 
 
 def test_gate_by_hand():
@@ -110,17 +108,7 @@ def test_stop_gradient_modes(name, overrides, task, expect):
 
 
 def _trained(name, ds, steps=2, **overrides):
-    model = build(name, ds, **overrides)
-    cfg = model.cfg
-    sampler = make_sampler(model, ds, cfg, torch.device("cpu"))
-    opt, _ = make_optimizer(model, cfg, sampler.steps_per_epoch(), ds.n_users)
-    batch = next(iter(sampler.epoch(generator(2))))
-    for _ in range(steps):
-        loss, _ = model.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model
+    return train_steps(build(name, ds, **overrides), ds, steps)
 
 
 SCORE_CASES = [(n, {}) for n in COPF_NAMES] + [

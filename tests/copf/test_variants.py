@@ -11,9 +11,7 @@ import torch
 
 from bench.data.demo import make_demo
 from bench.models.registry import MODELS, get_model
-from bench.train.samplers import make_sampler
-from bench.train.seeds import generator
-from tests.copf.helpers import COPF_NAMES, build
+from tests.copf.helpers import COPF_NAMES, build, first_batch
 
 TABLE3 = ["copf-wo-cogcn", "copf-p", "copf-a", "copf-d", "copf-f", "copf-c", "copf-b", "copf-h",
           "copf-wo-dfme", "copf-wo-con", "copf-wo-for", "copf-wo-back", "copf-all-sg",
@@ -83,8 +81,7 @@ def test_copf_defaults_are_the_paper_model():
 def setting():
     ds = make_demo(n_users=80, n_items=90, seed=5)
     probe = build("copf", ds, dim=8)
-    cfg = probe.cfg
-    batch = next(iter(make_sampler(probe, ds, cfg, torch.device("cpu")).epoch(generator(4))))
+    batch = first_batch(probe, ds, seed=4)
     users = torch.arange(ds.n_users)
     return ds, batch, users
 

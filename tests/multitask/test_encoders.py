@@ -119,14 +119,18 @@ def test_pkef_losses_include_parallel_and_uni_terms(small):
     torch.testing.assert_close(parts["l2"], expected_l2)
     # the parallel BPR: lambda_k * 3 * mean softplus(-(y_pos - y_neg)) on the main pairs
     reps = enc()
+    # over the real pairs (padding slots have weight 0)
     expected = 0.0
     for k, w in enumerate(cfg["loss_weights"]):
         pairs = batch.pairs[k]
         if w == 0:
             continue
+        real = pairs.weight == 1.0
+        assert (~real).any() and (pairs.weight[~real] == 0.0).all()
+        users, pos_items, neg_items = pairs.users[real], pairs.pos[real], pairs.neg[real]
         yu, yv = reps.extra["parallel_users"][k], reps.extra["parallel_items"][k]
-        pos = cfg["mult"] * (yu[pairs.users] * yv[pairs.pos]).sum(-1)
-        neg = cfg["mult"] * (yu[pairs.users] * yv[pairs.neg]).sum(-1)
+        pos = cfg["mult"] * (yu[users] * yv[pos_items]).sum(-1)
+        neg = cfg["mult"] * (yu[users] * yv[neg_items]).sum(-1)
         expected = expected + w * 3 * torch.nn.functional.softplus(neg - pos).mean()
     torch.testing.assert_close(parts["parallel"], expected)
     # dropped on request; PKEF+DFME keeps it next to DFME's contrastive loss

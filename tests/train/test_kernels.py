@@ -9,8 +9,9 @@ import torch
 from bench.data.demo import make_demo
 from bench.kernels import PLAIN_ENV, plain, plain_kernels
 from bench.models.registry import build_model, get_model, load_builtin
-from bench.train.samplers import make_sampler
+from bench.train.samplers import make_sampler, run_batches
 from bench.train.seeds import generator
+from tests.train.helpers import CPU, keys
 
 load_builtin()
 
@@ -19,7 +20,7 @@ def loss_and_grads(name, dataset):
     spec = get_model(name)
     cfg = spec.resolve(dataset.name, dataset.n_behaviors, {})
     model = build_model(spec, dataset, cfg, "cpu", generator(0))
-    batch = next(iter(make_sampler(model, dataset, cfg, torch.device("cpu")).epoch(generator(1))))
+    batch = next(run_batches(make_sampler(model, dataset, cfg, CPU, keys(1))))
     loss, _ = model.loss(batch)
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
