@@ -13,14 +13,25 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
+def batching(spec) -> str:
+    """How the runs of a batch of this model train: fused, or looped with the reason."""
+    reasons = [getattr(table[name], "looped_reason", "") for table, name
+               in ((ENCODERS, spec.encoder), (DECODERS, spec.decoder))]
+    reason = "; ".join(r for r in reasons if r)
+    return f"looped: {reason}" if reason else "fused"
+
+
 def command_list(args: argparse.Namespace) -> int:
     load_builtin()
     for plugin in args.plugin:
         load_plugin(plugin)
     if args.what == "models":
-        rows = [(name, spec.encoder, spec.decoder, spec.description)
+        rows = [(name, spec.encoder, spec.decoder, batching(spec), spec.description)
                 for name, spec in sorted(MODELS.items())]
-        print(tabulate(rows, headers=["model", "encoder", "decoder", "description"]))
+        print(tabulate(rows, headers=["model", "encoder", "decoder", "batches of runs",
+                                      "description"]))
+        print("\nbatches of runs: fused = the runs of a seed (or tuning) batch train as one "
+              "computation; looped = member by member, for the reason given")
     elif args.what == "params":
         if not args.model:
             raise ConfigError("`bench list params` needs a model name, e.g. `bench list params copf`")

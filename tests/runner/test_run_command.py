@@ -128,3 +128,6 @@ def test_list_models_names_the_baselines(capsys):
     assert code == 0
     for name in ("pop", "mf-bpr", "lightgcn", "lightgcn-m"):
         assert re.search(rf"^{re.escape(name)}\s", out, flags=re.M)
+    # how a batch of runs trains: fused, or looped with the model's reason
+    assert re.search(r"^copf\s.*\sfused\s", out, flags=re.M)
+    assert re.search(r"^mbgcn\s.*looped: node dropout", out, flags=re.M)
