@@ -349,9 +349,9 @@ class BCIPMSampler:
         self.steps_per_epoch = self.records.steps
         self.point_slots = 0
         self.layout = CounterLayout(device)
-        self.layout.set("negatives", batch_size * n_negatives)
-        self.layout.set("target/pos", batch_size)
-        self.layout.set("target/neg", batch_size)
+        self.layout.set("negatives", batch_size * n_negatives, 0)
+        self.layout.set("target/pos", batch_size, 1)
+        self.layout.set("target/neg", batch_size, 2)
 
     def _first_of_user(self, users: torch.Tensor, weight: torch.Tensor):
         """Records sorted by user: (sort order, sorted users, where a new user starts, where a
@@ -376,7 +376,7 @@ class BCIPMSampler:
         size = grown(self.point_slots, need)
         changed = size != self.point_slots
         self.point_slots = size
-        self.layout.set("points", size)
+        self.layout.set("points", size, 3)
         return changed
 
     def state(self) -> dict:
@@ -384,7 +384,7 @@ class BCIPMSampler:
 
     def restore(self, state: dict) -> None:
         self.point_slots = max(self.point_slots, int(state.get("point_slots", 0)))
-        self.layout.set("points", self.point_slots)
+        self.layout.set("points", self.point_slots, 3)
 
     def batch(self, step: torch.Tensor, global_step: torch.Tensor) -> Batch:
         records, weight = self.records.slots(step)

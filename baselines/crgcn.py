@@ -120,8 +120,8 @@ class CRGCNSampler:
         self.steps_per_epoch = self.users.steps
         self.layout = CounterLayout(device)
         for k in range(len(self.behaviors)):
-            self.layout.set(f"{k}/pos", batch_size)
-            self.layout.set(f"{k}/neg", batch_size)
+            self.layout.set(f"{k}/pos", batch_size, 2 * k)
+            self.layout.set(f"{k}/neg", batch_size, 2 * k + 1)
 
     def start_epoch(self, epoch: int) -> bool:
         self.users.shuffle(epoch)

@@ -168,8 +168,8 @@ class DistinctUserSampler:
         self.steps_per_epoch = int(matrix.nnz) // batch_size + 1
         self.keys = keys
         self.layout = CounterLayout(device)
-        self.layout.set("pos", self.batch_size)
-        self.layout.set("neg", self.batch_size)
+        self.layout.set("pos", self.batch_size, 0)
+        self.layout.set("neg", self.batch_size, 1)
         self.counters = torch.arange(len(self.active), device=device)
 
     def start_epoch(self, epoch: int) -> bool:

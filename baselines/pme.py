@@ -167,6 +167,10 @@ class PMEDecoder(GatedSlotsDecoder):
 
 
 # ---- the sampler --------------------------------------------------------------------------------
+# the uni groups' stream segments come after those of up to 32 behaviors; (k, j) with j < 8
+UNI_SEGMENTS = 32
+
+
 class UniPairsSampler(MultiBehaviorSampler):
     """The reference harness plus PME's "k but not j" pairs in ``Batch.extra["uni"]``: per user
     min(n_pairs, |pos_k(u)|, |uni(u)|) uni positives (with replacement) and as many negatives
@@ -178,10 +182,14 @@ class UniPairsSampler(MultiBehaviorSampler):
         super().__init__(dataset.matrices(), behaviors, cfg["batch_size"], cfg["n_pairs"],
                          cfg["users_per_epoch"], device, keys)
         for k, j in uni_pairs:
+            if j >= 8 or k >= 8:
+                raise ConfigError(f"PME's uni sampler numbers its streams for up to 8 "
+                                  f"behaviors; this dataset has more (pair {k}, {j})")
             index = InteractionIndex(uni_matrix(dataset, k, j), device,
                                      f"'{k} but not {j}' matrix")
             own = InteractionIndex(dataset.matrices()[k], device).degree
-            self.add_group(("uni", k, j), index, [own, index.degree])
+            # segments after the behaviors', numbered by (k, j)
+            self.add_group(("uni", k, j), index, [own, index.degree], UNI_SEGMENTS + k * 8 + j)
 
     def with_extra(self, batch: Batch, extra: dict) -> Batch:
         batch.extra["uni"] = {(name[1], name[2]): pairs for name, pairs in extra.items()}

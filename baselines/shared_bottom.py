@@ -236,13 +236,16 @@ class SharedInputDecoder(TFMultiTaskDecoder):
             self.mix = [1.0] * self.n_behaviors
 
     def merged(self, reps: BehaviorReps) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m_u [U, d], m_v [I, d]): ``sum_k c_k Z^k`` over the behaviors with c_k != 0."""
+        """(m_u [U, d], m_v [I, d]): ``sum_k c_k Z^k`` over the behaviors with c_k != 0 (the
+        weighted form reads the task weights as a tensor: members of a batch have their own)."""
+        weighted = self.cfg["shared_input"] == "weighted"
+        values = self.hp("loss_weights") if weighted else None
         m_u = m_v = None
         for k, c in enumerate(self.mix):
             if c == 0:
                 continue
-            zu = reps.users[k] if c == 1 else c * reps.users[k]
-            zv = reps.items[k] if c == 1 else c * reps.items[k]
+            zu = values[k] * reps.users[k] if weighted else reps.users[k]
+            zv = values[k] * reps.items[k] if weighted else reps.items[k]
             m_u = zu if m_u is None else m_u + zu
             m_v = zv if m_v is None else m_v + zv
         return m_u, m_v

@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.holdout import with_validation_holdout
 from bench.errors import BenchError, ConfigError, TrainingError
+from bench.models.base import Model
 from bench.models.registry import ModelSpec, build_model, get_model
 from bench.records import (RECORD_FORMAT, atomic_write_bytes, command_line, config_hash,
                            environment, find_record, git_commit, record_path, write_record)
@@ -168,6 +169,19 @@ def build_member(trial: Trial, dataset: MultiBehaviorDataset, device: torch.devi
                   trial.label)
 
 
+def batch_template(trials: Sequence[Trial], dataset: MultiBehaviorDataset,
+                   device: torch.device) -> Model | None:
+    """The model whose code runs for every member of a batch whose members differ in batchable
+    values (built from ``seed_groups.template_params``); None when the first member's will do."""
+    spec = get_model(trials[0].model)
+    batchable = [n for n, p in spec.param_specs().items() if p.batchable]
+    if not any(n in differing_params(trials) for n in batchable):
+        return None
+    from bench.seed_groups import template_params
+    params = template_params([t.config["params"] for t in trials], spec.param_specs())
+    return build_model(spec, dataset, params, device, generator(0))
+
+
 def differing_params(trials: Sequence[Trial]) -> list[str]:
     """The hyper-parameters whose values differ between the members of a batch."""
     first = trials[0].config["params"]
@@ -194,7 +208,7 @@ def run_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: to
     describe = trials[0].label if len(trials) == 1 else (
         f"{trials[0].model} on {trials[0].dataset} (batch of {len(trials)})")
     outcomes, info = train(members, data, trials[0].protocol, device, describe, on_epoch,
-                           on_progress, checkpoint, cuda_graphs)
+                           on_progress, checkpoint, cuda_graphs, batch_template(trials, data, device))
     wall = time.perf_counter() - started
     info.update(runs=[t.run for t in trials], differing=differing_params(trials),
                 group_wall_seconds=round(wall, 3))

@@ -7,8 +7,10 @@ and every structural hyper-parameter. Two kinds of difference are allowed inside
   where each run has its own validation holdout, hence its own graphs;
 - with ``across_params``, the values of batchable hyper-parameters (``Param(batchable=True)``:
   learning rate, regularization, loss weights, temperature), which the members hold as tensors.
-  Which of them are zero stays structural (a task with weight 0 is not computed at all), and a
-  parameter may declare more structure of its own (``Param.structure``).
+  A parameter may declare what of its value stays structural (``Param.structure``: the
+  temperature's fast path). Zeros do not split a batch: the batch's structure
+  (``template_params``) computes a term when any member needs it, and a member whose weight is 0
+  multiplies it by 0.
 
 Order is kept; ``max_size`` caps a batch (0 = no cap).
 """
@@ -22,11 +24,7 @@ from bench.runner import Trial
 
 
 def _signature(value: Any, structure) -> Any:
-    if structure is not None:
-        return structure(value)
-    if isinstance(value, (list, tuple)):
-        return [v == 0 for v in value]
-    return value == 0
+    return None if structure is None else structure(value)
 
 
 def batch_key(trial: Trial, across_params: bool = False) -> str:
@@ -40,6 +38,23 @@ def batch_key(trial: Trial, across_params: bool = False) -> str:
                 params[name] = ["batchable", _signature(params[name], spec.structure)]
         config["params"] = params
     return json.dumps(config, sort_keys=True, default=str)
+
+
+def template_params(configs: Sequence[dict[str, Any]], specs: dict) -> dict[str, Any]:
+    """The parameters a batch's structure is built from: the first member's, with every batchable
+    number (or list entry) replaced by its largest magnitude over the members, so that a term is
+    computed whenever some member's weight for it is not 0. Members read their own values as
+    tensors; the structure only decides which terms exist."""
+    merged = dict(configs[0])
+    for name, spec in specs.items():
+        if not spec.batchable or spec.structure is not None or name not in merged:
+            continue
+        values = [c[name] for c in configs]
+        if isinstance(values[0], (list, tuple)):
+            merged[name] = [max(abs(v[i]) for v in values) for i in range(len(values[0]))]
+        else:
+            merged[name] = max(abs(v) for v in values)
+    return merged
 
 
 def seed_groups(trials: Sequence[Trial], max_size: int = 0,

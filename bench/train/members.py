@@ -43,11 +43,14 @@ def _tensor_dims(tree: Any) -> Any:
 class MemberBatch:
     """The stacked state of S member models of one structure, and their losses."""
 
-    def __init__(self, models: Sequence[Model]) -> None:
+    def __init__(self, models: Sequence[Model], template: Model | None = None) -> None:
+        """``template`` is the model whose code runs for every member (its own parameters are
+        never used): the first member's, or one built for the batch's structure when members
+        differ in batchable values (``bench.seed_groups.template_params``)."""
         if len(models) < 1:
             raise TrainingError("a batch needs at least one member")
         self.models = list(models)
-        self.template = self.models[0]
+        self.template = self.models[0] if template is None else template
         trainable = [(n, p) for n, p in self.template.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in trainable]
         self.shapes = [tuple(p.shape) for _, p in trainable]

@@ -178,11 +178,14 @@ def expand(counts: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 class CounterLayout:
-    """The counters of a step's draws: segment ``name`` of ``size`` slots starts at a fixed base
-    (segment index << 24), so a draw's value never depends on the other segments' sizes (a run
-    draws the same numbers alone and in a batch with larger slot counts)."""
+    """The counters of a step's draws: segment ``name`` of ``size`` slots starts at a fixed base,
+    its number ``segment`` << 24. The sampler numbers its segments from what they are (a behavior,
+    a pair of behaviors), never from the order they were made in, so a draw's value depends on
+    neither the other segments nor their sizes: a run draws the same numbers alone and in a batch
+    whose structure samples more (larger slot counts, more pair groups)."""
 
     SEGMENT_BITS = 24
+    SEGMENTS = 1 << (32 - SEGMENT_BITS)
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -190,13 +193,16 @@ class CounterLayout:
         self.sizes: dict[str, int] = {}
         self.counters = torch.zeros(0, dtype=torch.int64, device=device)
 
-    def set(self, name: str, size: int) -> None:
+    def set(self, name: str, size: int, segment: int) -> None:
         if size >= 1 << self.SEGMENT_BITS:
             raise ConfigError(f"a step draws {size} numbers for '{name}', more than the "
                               f"{1 << self.SEGMENT_BITS} a stream segment holds; lower batch_size")
+        if not 0 <= segment < self.SEGMENTS or any(
+                s == segment and n != name for n, s in self.segments.items()):
+            raise ValueError(f"stream segment {segment} of '{name}' is out of range or taken")
         if self.sizes.get(name) == size:
             return      # a captured step keeps reading the same counters
-        self.segments.setdefault(name, len(self.segments))
+        self.segments[name] = segment
         self.sizes[name] = size
         parts = [torch.arange(self.sizes[n], dtype=torch.int64, device=self.device)
                  + (self.segments[n] << self.SEGMENT_BITS) for n in self.sizes]
@@ -265,17 +271,21 @@ class MultiBehaviorSampler:
         # group -> (the index draws come from, the degree tables whose minimum bounds the count)
         self.groups: dict[Any, tuple[InteractionIndex, list[torch.Tensor]]] = {}
         self.slots: dict[Any, int] = {}
+        self.segment_of: dict[Any, int] = {}
         for k in self.behaviors:
             index = InteractionIndex(matrices[k], device, f"matrix of behavior {k}")
-            self.add_group(k, index, [index.degree])
+            self.add_group(k, index, [index.degree], k)
 
-    def add_group(self, name: Any, index: InteractionIndex, degrees: list[torch.Tensor]) -> None:
+    def add_group(self, name: Any, index: InteractionIndex, degrees: list[torch.Tensor],
+                  segment: int) -> None:
+        """A pair group whose positives and negatives draw from stream segments ``2 * segment``
+        and ``2 * segment + 1`` (numbered from what the group is, see ``CounterLayout``)."""
         self.groups[name] = (index, degrees)
         self.slots[name] = 0
-        # every group's stream segments exist from the start, in construction order (a group
-        # may need no slot at all in an epoch)
-        self.layout.set(f"{name}/pos", 0)
-        self.layout.set(f"{name}/neg", 0)
+        self.segment_of[name] = segment
+        # every group's stream segments exist from the start (it may need no slot in an epoch)
+        self.layout.set(f"{name}/pos", 0, 2 * segment)
+        self.layout.set(f"{name}/neg", 0, 2 * segment + 1)
 
     def counts(self, name: Any, users: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Pairs per user of group ``name``: min(n_pairs, the group's degrees), 0 on padding."""
@@ -306,8 +316,8 @@ class MultiBehaviorSampler:
             if size != self.slots[name]:
                 self.slots[name] = size
                 changed = True
-                self.layout.set(f"{name}/pos", size)
-                self.layout.set(f"{name}/neg", size)
+                self.layout.set(f"{name}/pos", size, 2 * self.segment_of[name])
+                self.layout.set(f"{name}/neg", size, 2 * self.segment_of[name] + 1)
         return changed
 
     def state(self) -> dict[str, Any]:
@@ -361,8 +371,8 @@ class BPRSampler:
         self.keys = keys
         self.device = device
         self.layout = CounterLayout(device)
-        for name in ("user", "pos", "neg"):
-            self.layout.set(name, batch_size)
+        for segment, name in enumerate(("user", "pos", "neg")):
+            self.layout.set(name, batch_size, segment)
         self.offsets = torch.arange(batch_size, device=device)
 
     def start_epoch(self, epoch: int) -> bool:

@@ -381,10 +381,10 @@ class BatchTrainer:
 
     def __init__(self, members: Sequence[Member], dataset: MultiBehaviorDataset,
                  sampler: Sampler, device: torch.device, cuda_graphs: str,
-                 describe: str) -> None:
+                 describe: str, template: Model | None = None) -> None:
         self.members, self.sampler, self.device = list(members), sampler, device
         cfg = self.members[0].cfg
-        self.engine = MemberBatch([m.model for m in self.members])
+        self.engine = MemberBatch([m.model for m in self.members], template)
         lr = torch.tensor([m.cfg["lr"] for m in self.members], device=device)
         decay = torch.tensor([m.cfg["lr_decay"] for m in self.members], device=device)
         self.optimizer = FlatAdam(self.engine.flat, lr, decay, decay_steps(cfg, dataset.n_users),
@@ -429,26 +429,29 @@ def train(members: Sequence[Member], dataset: MultiBehaviorDataset, protocol: st
           device: torch.device, describe: str = "",
           on_epoch: Callable[[int, dict], None] | None = None,
           on_progress: ProgressFn | None = None, checkpoint: Checkpoint | None = None,
-          cuda_graphs: str = "auto") -> tuple[list[TrainOutcome | TrainingError], dict[str, Any]]:
+          cuda_graphs: str = "auto", template: Model | None = None
+          ) -> tuple[list[TrainOutcome | TrainingError], dict[str, Any]]:
     """Train the members together under ``protocol``; returns each member's outcome (or the
     ``TrainingError`` that ended it: a non-finite loss stops that member only) and a description
     of the batch (members, mode, shared seconds per epoch, CUDA graphs).
 
     ``on_epoch(member, point)`` is called after each member's epoch; ``on_progress`` reports
     steps within an epoch and evaluations. With ``checkpoint``, the state is saved every
-    ``checkpoint.every`` epochs and a saved state is resumed."""
+    ``checkpoint.every`` epochs and a saved state is resumed. ``template`` (a model built from
+    the batch's structure, see ``MemberBatch``) also decides what the sampler draws."""
     if not members:
         raise TrainingError("nothing to train: no members")
-    cfg = members[0].cfg
+    structure = members[0].model if template is None else template
+    cfg = structure.cfg
     keys = streams.run_keys([m.sampling_seed for m in members], device)
-    sampler = make_sampler(members[0].model, dataset, cfg, device, keys)
+    sampler = make_sampler(structure, dataset, cfg, device, keys)
     epochs = cfg["epochs"] if sampler is not None else 0
     progresses = [TrialProgress(m.model, dataset, m.cfg, protocol, device, epochs, m.eval_kwargs,
                                 on_progress) for m in members]
     info: dict[str, Any] = {"members": len(members), "mode": "none", "seconds_per_epoch": 0.0}
     if sampler is None:
         return [p.finish() for p in progresses], info
-    trainer = BatchTrainer(members, dataset, sampler, device, cuda_graphs, describe)
+    trainer = BatchTrainer(members, dataset, sampler, device, cuda_graphs, describe, template)
     info.update(mode=trainer.engine.mode, cuda_graphs=trainer.runner.enabled)
     if trainer.engine.looped_reason:
         info["looped_reason"] = trainer.engine.looped_reason

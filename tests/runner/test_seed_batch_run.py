@@ -62,8 +62,9 @@ def test_groups_join_runs_of_one_configuration_only():
 
 
 def test_members_differing_in_batchable_values_batch_together():
-    """With across_params, learning rate, temperature and loss weights may differ inside a batch;
-    which loss weights are zero, structural parameters (layers) and honest runs' holdouts may not."""
+    """With across_params, learning rate, temperature and loss weights (zeros included) may
+    differ inside a batch; structural parameters (layers), the temperature's fast path and honest
+    runs' holdouts may not."""
     base = {"loss_weights": [0.5, 0.5, 0.5], "cl_temperature": 0.2, "layers": [1, 1, 1]}
     trials = [_trial("copf", 0, lr=1e-3, **base),
               _trial("copf", 0, lr=3e-3, **{**base, "cl_temperature": 0.4}),
@@ -76,6 +77,6 @@ def test_members_differing_in_batchable_values_batch_together():
               _trial("copf", 1, "honest", lr=1e-3, **base)]
     sizes = [[trials.index(t) for t in g] for g in seed_groups(trials, across_params=True)]
     # tau 0.01 leaves the contrastive loss's fast path: structural too
-    assert sizes == [[0, 1, 2], [3], [4], [5], [6, 7], [8]]
+    assert sizes == [[0, 1, 2, 3], [4], [5], [6, 7], [8]]
     # without across_params only the seeds of one configuration join
     assert [len(g) for g in seed_groups(trials[:3])] == [1, 1, 1]
