@@ -347,7 +347,7 @@ class StepRunner:
         self.graph.replay()
 
     def _capture(self) -> None:
-        saved = [t.detach().clone() for t in self.state()]
+        saved = {id(t): t.detach().clone() for t in self.state()}
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -371,9 +371,14 @@ class StepRunner:
                   file=sys.stderr)
 
     @torch.no_grad()
-    def _restore(self, saved: list[torch.Tensor]) -> None:
-        for tensor, value in zip(self.state(), saved):
-            tensor.copy_(value)
+    def _restore(self, saved: dict[int, torch.Tensor]) -> None:
+        """Every tensor back to its saved value; one the warm-up created (a loss part's sum)
+        back to zero, where it would have started."""
+        for tensor in self.state():
+            if id(tensor) in saved:
+                tensor.copy_(saved[id(tensor)])
+            else:
+                tensor.zero_()
 
 
 class BatchTrainer:
