@@ -184,6 +184,12 @@ def find_record(results_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
 
 # ---- provenance -----------------------------------------------------------------------------------
 def git_commit() -> str:
+    """The checkout's commit (+dirty with uncommitted changes to tracked files), or
+    ``$BENCH_GIT_COMMIT`` where it is set: a copy of a working tree run elsewhere (a lent GPU
+    machine) may carry a stale or no git folder, so the command that starts it names the commit."""
+    given = os.environ.get("BENCH_GIT_COMMIT")
+    if given:
+        return given
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()

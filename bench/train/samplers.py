@@ -234,8 +234,9 @@ class EpochOrder:
         self.order[:, :self.take].copy_(perm[:, :self.take])
 
     def slots(self, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ids and 0/1 weights of step ``step``'s batch: [S, batch] each."""
-        index = step * self.batch_size + self.offsets
+        """The ids and 0/1 weights of step ``step``'s batch: [S, batch] each. A step past the
+        epoch's end wraps around (a CUDA graph's warm-up may step there; its updates are undone)."""
+        index = (step % self.steps) * self.batch_size + self.offsets
         return self.order.index_select(1, index), self.valid.index_select(1, index)
 
     def per_step(self, values: torch.Tensor) -> torch.Tensor:
