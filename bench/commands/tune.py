@@ -319,7 +319,8 @@ def _finish(job: TuneJob, args: argparse.Namespace, path: Path | None,
         if chosen is None:
             raise ConfigError("--write-experiment: no configuration has complete results, so "
                               "there is nothing to write; rerun the tune")
-        args.write_experiment.write_text(experiment_file(manifest, chosen, path.name))
+        args.write_experiment.write_text(experiment_file(manifest, chosen, path.name,
+                                                         str(args.write_experiment)))
         print(f"wrote {args.write_experiment} (run it: python -m bench run --experiment "
               f"{args.write_experiment})")
     return len(failures)

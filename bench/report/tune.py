@@ -9,6 +9,7 @@ it again and an experiment snippet that makes it an experiment's setting.
 """
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 from tabulate import tabulate
 
 from bench.records import FAILURE_SUFFIX, read_record
-from bench.tune.space import Space
+from bench.tune.space import Dimension, Space
 
 LABEL = "full/default"
 OK, PARTIAL, FAILED, MISSING = "ok", "partial", "failed", "not run"
@@ -199,7 +200,7 @@ def _toml_key(name: str) -> str:
 
 
 def experiment_file(manifest: dict[str, Any], config: RankedConfiguration,
-                    manifest_name: str) -> str:
+                    manifest_name: str, path: str) -> str:
     """A complete experiment (``bench/experiments`` format) with the tuned configuration."""
     valid, test = config.valid, config.test
     epochs = manifest["epochs"]
@@ -212,8 +213,8 @@ def experiment_file(manifest: dict[str, Any], config: RankedConfiguration,
              "# The rows train the model's own schedule"
              + (f"; add params = {{ epochs = {epochs} }} to repeat the tune's {epochs}-epoch "
                 "trials exactly." if epochs is not None else "."),
-             "#   python -m bench run --experiment THIS_FILE.toml",
-             "#   python -m bench report THIS_FILE.toml --protocol honest",
+             f"#   python -m bench run --experiment {path}",
+             f"#   python -m bench report {path}",
              f'title = "{manifest["model"]} on {manifest["dataset"]}: the tuned configuration"',
              'kind = "table"', 'protocol = "honest"',
              f"datasets = [{toml_value(manifest['dataset'])}]", "seeds = 5",
@@ -249,8 +250,6 @@ def plot(manifest: dict[str, Any], space: Space, ranked: Sequence[RankedConfigur
     """Validation HR@10 of every configuration against each searched parameter, one panel per
     parameter; the best configuration in another color. Loss-weight vectors are placed by their
     target behavior's weight, other list values by their label."""
-    import math
-
     import matplotlib.pyplot as plt
 
     from bench.report.figures import COLUMN_WIDTH, STYLE, _save
@@ -279,7 +278,7 @@ def plot(manifest: dict[str, Any], space: Space, ranked: Sequence[RankedConfigur
                 ax.set_xscale("log")
             elif dim.values and len(dim.values) <= 8:     # the searched values as ticks
                 ax.set_xticks([float(v) for v in dim.values])
-            ax.set_xlabel(_axis_label(dim, manifest))
+            ax.set_xlabel(_axis_label(dim))
             ax.set_ylabel("valid HR@10")
             ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         for ax in list(axes.flat)[panels:]:
@@ -289,7 +288,7 @@ def plot(manifest: dict[str, Any], space: Space, ranked: Sequence[RankedConfigur
         return _save(fig, Path(out_dir) / stem, ("png", "pdf"))
 
 
-def _positions(dim, values: Sequence[Any]) -> tuple[list[float], list[str] | None]:
+def _positions(dim: Dimension, values: Sequence[Any]) -> tuple[list[float], list[str] | None]:
     """x positions of the values, and tick labels where the axis is categorical."""
     if dim.simplex is not None:
         return [float(v[-1]) for v in values], None
@@ -307,7 +306,7 @@ def _log_spaced(values: Sequence[Any]) -> bool:
             and max(numbers) / min(numbers) > 100)
 
 
-def _axis_label(dim, manifest: dict[str, Any]) -> str:
+def _axis_label(dim: Dimension) -> str:
     if dim.simplex is not None:
         return f"{dim.name}: target behavior's weight"
     return dim.name + (" (every behavior)" if dim.per_behavior else "")
