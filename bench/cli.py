@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|list|data|report|perf``."""
+"""Command line: ``python -m bench run|tune|list|data|report|perf|speedcheck``."""
 from __future__ import annotations
 
 import argparse
@@ -78,7 +78,8 @@ def _add_report_parser(sub) -> None:
     p = sub.add_parser("report", help="paper tables and figures, or a summary, from stored records",
                        description="bench report summary | all | NAME (an experiment: table1.."
                                    "table6, fig3_layers, fig4_temperature, fig5_scaling, "
-                                   "fig6_patterns, or a path to an experiment .toml file)")
+                                   "fig6_patterns, or a path to an experiment .toml file) | "
+                                   "tune [MANIFEST|latest] (a `bench tune` ranking and plot)")
     add_report_arguments(p)
 
 
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mbbench {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
+    from bench.commands.tune import add_tune_parser
+    add_tune_parser(sub)
     _add_list_parser(sub)
     _add_report_parser(sub)
     from bench.commands.perf import add_perf_parser
@@ -107,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from bench.commands.run import command_run
             return command_run(args)
+        if args.command == "tune":
+            from bench.commands.tune import command_tune
+            return command_tune(args)
         if args.command == "list":
             from bench.commands.listing import command_list
             return command_list(args)

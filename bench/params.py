@@ -24,7 +24,7 @@ class Param:
     choices: tuple | None = None
     length: str | None = None   # for lists: "behaviors" means one entry per behavior
     # A number (or list of numbers) the model reads as a tensor (``Component.hp``), so members of
-    # one batch may hold different values; which entries are zero stays structural.
+    # one batch may hold different values (zeros included: bench.seed_groups.template_params).
     batchable: bool = False
     # For a batchable parameter: what of its value is structural (members of one batch must agree
     # on it); None = which entries are zero.

@@ -64,8 +64,11 @@ class DFMEDecoder(Decoder):
               Param("fit_scale", 0.1, "c: scale of every fitting expert (the code's "
                     "stopGradientOrNot)", float, low=0.0),
               Param("sg_mode", "paper", "stop-gradient on cross-behavior experts: paper (G^{K->k} "
-                    "in auxiliary tasks), code (all of task k iff mtl_layers[k] == K), none, all, "
-                    "aux (all of the auxiliary tasks)", str, choices=SG_MODES),
+                    "in auxiliary tasks), code (what the release computes: its inner layer loop "
+                    "reuses the outer loop's `index`, so stopGradientOrNot gets mtl_layers[k] - 1, "
+                    "e.g. 1, not 2, at two DFME layers: no stop-gradient unless mtl_layers[k] == "
+                    "K, then all of task k), none, all, aux (all of the auxiliary tasks)", str,
+                    choices=SG_MODES),
               Param("experts", "fitting", "cross-behavior experts: fitting (DFME) or raw "
                     "(Z_u^j * Z_v^j)", str, choices=EXPERT_KINDS),
               AGGREGATION, LINEAR_FORM, PROJECTION_GATE, CL_WEIGHT, CL_TEMPERATURE)

@@ -5,6 +5,8 @@
                                                or a path to your own experiment .toml)
     bench report all                           every shipped experiment: tables as files under
                                                <figures dir>/tables/, figures under <figures dir>/
+    bench report tune [MANIFEST|latest]        a `bench tune` ranking, rebuilt from its manifest
+                                               and records, and its plot under <figures dir>/
 
 Tables print to standard output (``--output FILE`` writes them to a file); figures are written as
 PNG and PDF under ``--figures-dir`` (default ``figures/``) and their paths go to standard error.
@@ -27,9 +29,12 @@ RECORD_KINDS = ("table", "sweep")                 # ... and those built from res
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     """The ``report`` parser's arguments (kept here so the CLI module only registers the parser)."""
     p.add_argument("name", metavar="NAME",
-                   help="summary, all, an experiment (table1..table6, fig3_layers, "
+                   help="summary, all, tune, an experiment (table1..table6, fig3_layers, "
                         "fig4_temperature, fig5_scaling, fig6_patterns) or a path to an "
                         "experiment .toml file")
+    p.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                   help="report tune only: a manifest under <results-dir>/tune/ (a path or "
+                        "its file name), or latest (the default)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--datasets", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="comma-separated datasets, or folders of your own data with --layout "
@@ -77,6 +82,11 @@ def command_report(args: argparse.Namespace) -> int:
         load_plugin(plugin)
     refuse_file(args.results_dir, "--results-dir")
     args.folders = name_dataset_entries(args)
+    if args.manifest is not None and args.name != "tune":
+        raise ConfigError(f"bench report {args.name} takes no second name ({args.manifest}); "
+                          "only `bench report tune MANIFEST` does")
+    if args.name == "tune":
+        return report_tune(args)
     if args.name == "summary":
         return report_summary(args)
     if args.name == "all":
@@ -139,6 +149,31 @@ def read_results(args: argparse.Namespace):
     for line in index.warnings():
         print(line, file=sys.stderr)
     return index
+
+
+def report_tune(args: argparse.Namespace) -> int:
+    """A tune's ranking (the text `bench tune` printed) from its manifest and records, and the
+    plot of validation HR@10 against each searched parameter."""
+    from bench.report.tune import collect, plot, render
+    from bench.tune.manifest import find_manifest, load_manifest, manifest_space
+    path = find_manifest(args.results_dir, args.manifest)
+    manifest = load_manifest(path)
+    space = manifest_space(manifest, str(path))
+    ranked = collect(manifest, args.results_dir)
+    text = render(manifest, space, ranked)
+    if args.output:
+        if args.output.is_dir():
+            raise ConfigError(f"--output {args.output} is a folder; pass a file path")
+        writable_folder(args.output.parent, "--output")
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    if not args.no_figures:
+        writable_folder(args.figures_dir, "--figures-dir")
+        for figure in plot(manifest, space, ranked, args.figures_dir, f"tune_{path.stem}"):
+            print(f"figure: {figure}", file=sys.stderr)
+    return 0
 
 
 def report_summary(args: argparse.Namespace) -> int:

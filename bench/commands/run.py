@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Sequence
 
+import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
+from bench.data.dataset import MultiBehaviorDataset
 from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
 from bench.folders import refuse_file, writable_folder
@@ -15,7 +18,7 @@ from bench.models.registry import get_model, load_builtin, load_plugin
 from bench.params import parse_assignments
 from bench.records import find_record
 from bench.report.summary import summarize
-from bench.runner import Attempt, attempt_group, plan_trials, resolve_device
+from bench.runner import Attempt, Trial, attempt_group, plan_trials, resolve_device
 from bench.seed_groups import seed_groups
 
 
@@ -69,24 +72,7 @@ def command_run(args: argparse.Namespace) -> int:
         return 0
     by_name = {d.name: d for d in datasets}
     groups = seed_groups(plan.trials) if args.seed_batch else [[t] for t in plan.trials]
-    if args.jobs not in (None, 1) or args.per_gpu is not None or args.backend != "loky":
-        from bench.parallel import run_parallel
-        attempts = run_parallel(groups, args, device)
-    else:
-        attempts = []
-        bar = tqdm(total=len(plan.trials), desc="trials", unit="trial",
-                   disable=args.no_progress or not plan.trials)
-        for group in groups:
-            first = group[0]
-            bar.set_postfix_str(f"{first.model}/{first.dataset}/run "
-                                f"{','.join(str(t.run) for t in group)}")
-            done = run_group(group, by_name[first.dataset], device, args)
-            for attempt in done:
-                if attempt.status == "failed":
-                    tqdm.write(f"FAILED {attempt.message}", file=sys.stderr)
-            attempts += done
-            bar.update(len(group))
-        bar.close()
+    attempts = run_groups(groups, by_name, device, args)
     failures = [a.message for a in attempts if a.status == "failed"]
     elsewhere = [a.label for a in attempts if a.status == "elsewhere"]
     records = [r for t in plan.trials + plan.stored
@@ -102,6 +88,30 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"{len(failures)} trial(s) failed; their notes are stored as <run id>.failed.json "
               "beside the records, and a rerun tries them again", file=sys.stderr)
     return 1 if failures else 0
+
+
+def run_groups(groups: Sequence[Sequence[Trial]], datasets: dict[str, MultiBehaviorDataset],
+               device: torch.device, args: argparse.Namespace) -> list[Attempt]:
+    """Train each group (one trial, or a batch) on ``--jobs`` workers, or one after the other in
+    this process with a bar over trials; failures are reported as they come and returned."""
+    if args.jobs not in (None, 1) or args.per_gpu is not None or args.backend != "loky":
+        from bench.parallel import run_parallel
+        return run_parallel(groups, args, device)
+    attempts: list[Attempt] = []
+    total = sum(len(group) for group in groups)
+    bar = tqdm(total=total, desc="trials", unit="trial", disable=args.no_progress or not total)
+    for group in groups:
+        first = group[0]
+        bar.set_postfix_str(f"{first.model}/{first.dataset}/run "
+                            f"{','.join(str(t.run) for t in group)}")
+        done = run_group(group, datasets[first.dataset], device, args)
+        for attempt in done:
+            if attempt.status == "failed":
+                tqdm.write(f"FAILED {attempt.message}", file=sys.stderr)
+        attempts += done
+        bar.update(len(group))
+    bar.close()
+    return attempts
 
 
 def run_group(trials, dataset, device, args) -> list[Attempt]:

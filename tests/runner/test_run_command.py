@@ -131,3 +131,15 @@ def test_list_models_names_the_baselines(capsys):
     # how a batch of runs trains: fused, or looped with the model's reason
     assert re.search(r"^copf\s.*\sfused\s", out, flags=re.M)
     assert re.search(r"^mbgcn\s.*looped: node dropout", out, flags=re.M)
+
+
+def test_list_params_copf_and_the_readme_say_what_sg_mode_code_computes(capsys):
+    """sg_mode=code is what the release computes: its inner loop reuses the outer loop's index,
+    so stopGradientOrNot gets mtl_layers[k] - 1 (1 at two DFME layers, not the target's 2)."""
+    code, out, _ = run(capsys, "list", "params", "copf")
+    row = next(line for line in out.splitlines() if line.startswith("sg_mode"))
+    assert code == 0 and "what the release computes" in row
+    assert "reuses the outer loop's `index`" in row and "1, not 2, at two DFME layers" in row
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "`sg_mode=code` is what the release computes" in readme
+    assert "`stopGradientOrNot` gets 1, not 2" in readme
