@@ -42,20 +42,20 @@ def test_batchable_values_join_a_batch_and_structure_splits_it(demo, tmp_path):
     configs = [config(1, [2 / 6, 2 / 6, 2 / 6], 0.1),
                config(1, [1 / 6, 2 / 6, 3 / 6], 0.4, lr=3e-3),   # lr, tau, weights differ: joins
                config(2, [2 / 6, 2 / 6, 2 / 6], 0.1),            # layers: structural
-               config(1, [0.0, 3 / 6, 3 / 6], 0.1),              # a zero weight: structural
+               config(1, [0.0, 3 / 6, 3 / 6], 0.1),              # a zero weight joins too
                config(2, [1 / 6, 1 / 6, 4 / 6], 0.4),            # joins the other two-layer one
                config(1, [3 / 6, 2 / 6, 1 / 6], 0.1)]            # joins the first batch
     planned = plan(demo, tmp_path, configs)
-    assert indices(planned, planned.batches) == [[0, 1, 5], [2, 4], [3]]
+    assert indices(planned, planned.batches) == [[0, 1, 3, 5], [2, 4]]
     assert len(planned.to_run) == 6 and not planned.stored
     # the members' own values are in their configurations: nothing is averaged or shared
     first = planned.batches[0]
-    assert [t.config["params"]["cl_temperature"] for t in first] == [0.1, 0.4, 0.1]
-    assert [t.config["params"]["lr"] for t in first] == [1e-3, 3e-3, 1e-3]
+    assert [t.config["params"]["cl_temperature"] for t in first] == [0.1, 0.4, 0.1, 0.1]
+    assert [t.config["params"]["lr"] for t in first] == [1e-3, 3e-3, 1e-3, 1e-3]
     assert first[0].config["params"]["mtl_layers"] == [1, 1, 1]
     # the cap on members splits a batch; it never merges structures
     capped = plan(demo, tmp_path, configs, members=2)
-    assert indices(capped, capped.batches) == [[0, 1], [2, 4], [3], [5]]
+    assert indices(capped, capped.batches) == [[0, 1], [2, 4], [3, 5]]
 
 
 def test_runs_of_one_configuration_are_separate_batches_under_the_honest_protocol(demo, tmp_path):
