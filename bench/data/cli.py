@@ -51,7 +51,8 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
     commands.add_parser("list", parents=[where], help="the catalog and what is present")
     stats = commands.add_parser("stats", parents=[where, source],
-                                help="Table 1 statistics and behavior patterns")
+                                help="Table 1 statistics, the share of test items already seen "
+                                     "under an auxiliary behavior, and behavior patterns")
     stats.add_argument("--patterns", choices=("user", "pair", "both"), default="both",
                        help="pattern distribution over users, user-item pairs, or both")
     commands.add_parser("check", parents=[where, source],
@@ -120,9 +121,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from bench.data.stats import behavior_patterns, compute_stats, format_patterns, format_stats
+    from bench.data.stats import (behavior_patterns, compute_stats, format_patterns,
+                                  format_seen_share, format_stats, seen_share)
     dataset = load_from_args(args)
     print(format_stats(compute_stats(dataset)))
+    print(format_seen_share(seen_share(dataset, "test")))
     units = ("user", "pair") if args.patterns == "both" else (args.patterns,)
     for unit in units:
         print(format_patterns(behavior_patterns(dataset, unit), dataset.behaviors, unit))

@@ -4,7 +4,8 @@
 target interactions and behaviors. ``behavior_patterns`` gives Appendix A.2 / Figure 6: the share
 of users per presence pattern over the behaviors ("1 0 1" = has the first and last behavior but not
 the middle one); ``unit="pair"`` counts user-item pairs of the union instead of users.
-``check`` compares a folder with the catalog (files present, checksums or shape and counts) and
+``seen_share`` counts the test items a user already has under an auxiliary behavior (the reach of
+the ``pop-seen`` floor). ``check`` compares a folder with the catalog (files present, checksums or shape and counts) and
 returns a report rather than raising, so an incomplete folder is described, not crashed on.
 """
 from __future__ import annotations
@@ -75,6 +76,41 @@ def format_stats(stats: DatasetStats) -> str:
         lines.append(f"valid: {stats.valid_users:,} users")
     lines.append(f"density: {stats.density:.5%}")
     return "\n".join(lines)
+
+
+# ---- test items already seen upstream -------------------------------------------------------------
+@dataclass(frozen=True)
+class SeenShare:
+    """Of the held-out target interactions of a split, how many the user already has under each
+    auxiliary behavior's training matrix, and under any of them."""
+
+    split: str
+    held_out: int
+    per_behavior: dict[str, int]
+    any_behavior: int
+
+    def share(self, count: int) -> float:
+        return count / self.held_out if self.held_out else float("nan")
+
+
+def seen_share(dataset: MultiBehaviorDataset, split: str = "test") -> SeenShare:
+    """Counts of the split's (user, item) pairs present in each auxiliary behavior's training
+    matrix and in their union: a ranking of the user's own upstream items reaches at most
+    ``any_behavior`` of them (the ``pop-seen`` floor)."""
+    held = dataset.split(split)
+    auxiliary = dataset.behaviors[:-1]
+    per_behavior = {b: int(held.multiply(dataset.train[b]).nnz) for b in auxiliary}
+    any_behavior = int(held.multiply(dataset.union(auxiliary)).nnz) if auxiliary else 0
+    return SeenShare(split, int(held.nnz), per_behavior, any_behavior)
+
+
+def format_seen_share(seen: SeenShare) -> str:
+    if not seen.per_behavior:
+        return f"{seen.split} items seen under an auxiliary behavior: none (no auxiliary behavior)"
+    parts = [f"{b} {seen.share(c):.1%} ({c:,})" for b, c in seen.per_behavior.items()]
+    return (f"{seen.split} items the user already has under an auxiliary behavior "
+            f"(of {seen.held_out:,}): " + "; ".join(parts)
+            + f"; any {seen.share(seen.any_behavior):.1%} ({seen.any_behavior:,})")
 
 
 # ---- Figure 6 -------------------------------------------------------------------------------------

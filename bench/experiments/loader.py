@@ -25,7 +25,8 @@ and ``[[series]]``; the rest is optional; the files beside this one are complete
     [[rows]]                  # kind = "table": one row per model
     label = "COPF"            # the paper's label (keys the paper's numbers)
     model = "copf"            # a registered name, or a list of candidates: first registered wins
-    role = "proposed"         # proposed | baseline (default)
+    role = "proposed"         # proposed | baseline (default) | floor (a non-learned reference:
+                              # shown and marked, never the "best baseline" of a comparison)
     group = "all"             # rows compared with each other (Table 6 compares pairs)
     params = { }              # this row only (the model must have the parameter)
     [rows.dataset_params.beibei]
@@ -62,7 +63,7 @@ from bench.errors import ConfigError
 HERE = Path(__file__).resolve().parent
 KINDS = ("table", "sweep", "dataset-stats", "behavior-patterns")
 TRAINING_KINDS = ("table", "sweep")
-ROLES = ("proposed", "baseline")
+ROLES = ("proposed", "baseline", "floor")
 DEFAULT_METRICS = ("HR@10", "NDCG@10")
 
 

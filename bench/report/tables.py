@@ -22,6 +22,7 @@ from bench.report.significance import SEED_TESTS, USER_TESTS, Significance, seed
 
 STAR = "★"      # the proposed row is significantly better than the best baseline
 DAGGER = "†"    # ... significantly worse
+FLOOR_MARK = " (floor)"   # after the label of a non-learned reference row (role "floor")
 PROTOCOL_TEXT = {"paper": "protocol paper: best-on-test epoch of the reference schedule",
                  "honest": "protocol honest: epoch selected on a validation holdout, test once"}
 
@@ -132,7 +133,8 @@ def build_table(experiment: Experiment, index: ResultIndex, options: Options) ->
                 scored = [(r, s) for r, s in scored if s is not None]
                 if scored:
                     comp.best = max(scored, key=lambda rs: rs[1].mean)[0].label
-                baselines = [(r, s) for r, s in scored if r.role != "proposed"]
+                # floors are shown beside the baselines but are not the paper's comparison
+                baselines = [(r, s) for r, s in scored if r.role == "baseline"]
                 if baselines:
                     comp.best_baseline = max(baselines, key=lambda rs: rs[1].mean)[0].label
                 mine = result.stat(proposed, dataset, metric) if proposed else None
@@ -242,7 +244,8 @@ def table_grid(result: TableResult, style: str) -> tuple[list[str], list[list[st
         header.append(name if kind == "ours" else f"{name} (paper)" if kind == "paper" else "Δ")
     body = []
     for row in result.experiment.rows:
-        line = [row.label if style != "latex" else _tex(row.label)]
+        label = row.label + (FLOOR_MARK if row.role == "floor" else "")
+        line = [label if style != "latex" else _tex(label)]
         for dataset, metric, kind in cols:
             if kind == "ours":
                 line.append(_ours_text(result, row.label, dataset, metric, style))
@@ -295,6 +298,10 @@ def legend_lines(result: TableResult) -> list[str]:
     if result.paper_datasets():
         lines.append("(paper): the number printed in the paper; Δ = ours − paper."
                      + (f" Paper caveat: {result.paper.note}." if result.paper.note else ""))
+    if any(r.role == "floor" for r in exp.rows):
+        lines.append("(floor): a reference without learned parameters, not in the paper; it can "
+                     "be bold, but it is never the best baseline that the proposed row is "
+                     "compared with.")
     if exp.rel_impr:
         lines.append("Rel. Impr.: the proposed row over the best baseline of each column "
                      "(ours, and the paper's printed value; Δ in percentage points).")

@@ -1,13 +1,20 @@
-"""MB-CGCN (spec §7.5): transformation matrices between the cascaded LightGCNs, the final sum, and
-the distinct-user sampler."""
+"""MB-CGCN (spec §7.5): transformation matrices between the cascaded LightGCNs, the final sum, the
+distinct-user sampler, and E0 from the view pretraining."""
 from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
+from baselines import pretrain
+from baselines.pretrain import PretrainConfig
+from bench.models.registry import get_model
 from bench.train.samplers import run_batches
+from bench.train.seeds import generator
 from tests.baselines.helpers import build, first_batch, lgn, one_epoch, sampler_of, user_sets
+
+CPU = torch.device("cpu")
 
 
 def _layer_mean(a: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
@@ -80,13 +87,47 @@ def test_sampler_distinct_users_and_step_count(demo):
     assert set(torch.cat([b.users for b in later]).tolist()) == active
 
 
-def test_first_behavior_pretraining_initializes_e0(demo):
-    scratch, _ = build("mb-cgcn", demo)
-    model, _ = build("mb-cgcn", demo, pretrain_epochs=2, pretrain_layers=2)
-    again, _ = build("mb-cgcn", demo, pretrain_epochs=2, pretrain_layers=2)
-    e0 = torch.cat([model.encoder.users, model.encoder.items]).detach()
-    assert torch.isfinite(e0).all()
-    assert not torch.equal(e0, torch.cat([scratch.encoder.users, scratch.encoder.items]).detach())
-    assert torch.equal(e0, torch.cat([again.encoder.users, again.encoder.items]).detach())
-    # the transformation matrices keep their own initialization
-    assert torch.equal(model.encoder.user_transforms[0], scratch.encoder.user_transforms[0])
+def test_mb_cgcn_starts_e0_from_the_view_gcn_by_default(demo):
+    small = dict(pretrain_epochs=2, pretrain_eval_every=1, pretrain_batch_size=128)
+    model, cfg = build("mb-cgcn", demo, **small)
+    scratch, scratch_cfg = build("mb-cgcn", demo, pretrain_model="none")
+    assert cfg["pretrain_model"] == "gcn" and scratch_cfg["pretrain_model"] == "none"
+    enc = model.encoder
+    assert enc.pretraining is not None and enc.pretraining.epochs_run >= 1
+    assert torch.equal(enc.users.detach(), enc.pretraining.users)
+    assert torch.equal(enc.items.detach(), enc.pretraining.items)
+    assert scratch.encoder.pretraining is None
+    # the pretraining draws its stream after the encoder's own tables: W's are as from scratch
+    assert torch.equal(enc.user_transforms[0], scratch.encoder.user_transforms[0])
+    # the same pretraining as a direct call on the first behavior with the encoder's settings
+    direct = pretrain.pretrain_gcn(
+        demo.matrices()[0], PretrainConfig("gcn", 2, 1, cfg["pretrain_patience"],
+                                           cfg["pretrain_lr"], cfg["pretrain_reg"], 128, cfg["dim"],
+                                           cfg["pretrain_layers"], cfg["init_std"], 20),
+        _child_of_init(enc, cfg), CPU)
+    assert torch.equal(direct.users, enc.pretraining.users)
+
+
+def _child_of_init(encoder, cfg) -> torch.Generator:
+    """The generator the encoder hands its pretraining: one draw after its own tables."""
+    init = generator(1)
+    d, std, n = cfg["dim"], cfg["init_std"], encoder.n_behaviors - 1
+    for shape in [(encoder.n_users, d), (encoder.n_items, d)] + [(d, d)] * (2 * n):
+        torch.randn(*shape, generator=init)
+    child = torch.Generator()
+    child.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=init)))
+    return child
+
+
+@pytest.mark.parametrize("kind", ["lightgcn", "mf"])
+def test_mb_cgcn_pretraining_options(kind, demo):
+    model, _ = build("mb-cgcn", demo, pretrain_model=kind, pretrain_epochs=1)
+    assert model.encoder.pretraining is not None
+    assert torch.equal(model.encoder.users.detach(), model.encoder.pretraining.users)
+
+
+def test_mb_cgcn_taobao_layers_are_the_release_readme_run():
+    spec = get_model("mb-cgcn")
+    assert spec.resolve("taobao", 3)["cascade_layers"] == [2, 4, 3]
+    assert spec.resolve("demo", 3)["cascade_layers"] == [1, 5, 3]
+    assert spec.resolve("taobao", 3)["pretrain_model"] == "gcn"

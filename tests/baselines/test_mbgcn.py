@@ -1,5 +1,5 @@
 """MBGCN (spec §7.3): per-user behavior weights, the item-item part and its graph options, the score
-decomposition, and dropout in training only."""
+decomposition, dropout in training only, and E from the normalized MF pretraining."""
 from __future__ import annotations
 
 import dataclasses
@@ -157,12 +157,6 @@ def test_record_sampler_covers_every_target_record(demo):
     assert padding == sampler.steps_per_epoch * 100 - len(expected)
 
 
-def test_mf_pretraining_initializes_normalized_rows(demo):
-    model, _ = build("mbgcn", demo, pretrain_epochs=1)
-    norms = torch.cat([model.encoder.users, model.encoder.items]).detach().norm(dim=1)
-    torch.testing.assert_close(norms, torch.ones_like(norms))
-
-
 def test_reweighted_relation_graphs_forward_and_backward(demo):
     """Node dropout re-weights R_t per step: R and R^T views must agree with the dense matrix."""
     model, _ = build("mbgcn", demo)
@@ -181,3 +175,15 @@ def test_reweighted_relation_graphs_forward_and_backward(demo):
         grad_out = torch.randn(out.shape, generator=gen)
         (grad,) = torch.autograd.grad(out, x, grad_out)
         torch.testing.assert_close(grad, dense_op.T @ grad_out, rtol=1e-5, atol=1e-5)
+
+
+def test_mbgcn_starts_from_the_normalized_mf_by_default(demo):
+    model, cfg = build("mbgcn", demo, pretrain_epochs=3)
+    assert cfg["pretrain_model"] == "mf" and cfg["epochs"] == 400
+    enc = model.encoder
+    assert enc.pretraining is not None and enc.pretraining.best_recall is not None
+    torch.testing.assert_close(enc.users.detach(),
+                               torch.nn.functional.normalize(enc.pretraining.users, dim=1))
+    scratch, _ = build("mbgcn", demo, pretrain_model="none")
+    assert scratch.encoder.pretraining is None
+    assert not torch.allclose(scratch.encoder.users.norm(dim=1), torch.ones(demo.n_users))

@@ -132,6 +132,32 @@ def test_a_significantly_worse_proposed_row_gets_a_dagger_not_a_star(tmp_path):
     assert {r["significant"] for r in rows if r["row"] == "B"} == {"worse"}
 
 
+def test_a_floor_row_is_marked_and_never_the_best_baseline(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('kind = "table"\ndatasets = ["demo"]\nseeds = 3\nrel_impr = true\n'
+                    '[[rows]]\nlabel = "Seen"\nmodel = "pop-seen"\nrole = "floor"\n'
+                    '[[rows]]\nlabel = "A"\nmodel = "mf-bpr"\n'
+                    '[[rows]]\nlabel = "B"\nmodel = "copf"\nrole = "proposed"\n')
+    experiment = load_experiment(path)
+    cells = {c.label: c for c in experiment.cells()}
+    results = tmp_path / "r"
+    write_cell_records(results, cells["Seen"], [0.40, 0.40, 0.40], [0.20, 0.20, 0.20])
+    write_cell_records(results, cells["A"], [0.10, 0.12, 0.11], [0.05, 0.06, 0.07])
+    write_cell_records(results, cells["B"], [0.20, 0.22, 0.21], [0.10, 0.11, 0.12])
+    result = build_table(experiment, ResultIndex(results), Options())
+    comp = result.comparisons[("all", "demo", "HR@10")]
+    # the floor is the best row of the column, but the proposed row is compared with A
+    assert comp.best == "Seen" and comp.best_baseline == "A"
+    assert comp.rel_impr == pytest.approx(0.21 / 0.11 - 1)
+    md = render_markdown(result)
+    floor = next(x for x in md.splitlines() if x.startswith("| Seen (floor) |"))
+    assert "**0.4000**" in floor and "<u>" not in floor
+    assert "<u>0.1100</u>" in next(x for x in md.splitlines() if x.startswith("| A |"))
+    assert "(floor): a reference without learned parameters" in md
+    rows = list(csv.DictReader(io.StringIO(render_csv(result))))
+    assert {r["role"] for r in rows if r["row"] == "Seen"} == {"floor"}
+
+
 def test_welch_option(setup):
     result = table(setup, seed_test="welch")
     comp = result.comparisons[("all", "taobao", "NDCG@10")]
