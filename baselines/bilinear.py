@@ -60,10 +60,23 @@ class BilinearDecoder(Decoder):
         super().__init__(dataset, cfg, device, generator, encoder)
         self.beh_embeds = xavier_table(self.n_behaviors, cfg["dim"], generator, device)
         self.weights = [float(w) for w in cfg["loss_weights"]]
+        self.item_anchors = None
         if cfg["cl"]:
             # imported here: the copf package registers models that use this decoder
-            from copf.contrastive import contrastive_loss, fast_path_allowed
+            from copf.contrastive import ItemAnchors, contrastive_loss, fast_path_allowed
             self._contrastive, self._fast = contrastive_loss, fast_path_allowed
+            self.item_anchors = ItemAnchors(self.target, self.n_items)
+
+    def plan_epoch(self, sampler, epoch: int) -> bool:
+        """Size the contrastive loss's item rows for this epoch's batches (True: they grew)."""
+        return self.item_anchors.plan_epoch(sampler, epoch) if self.item_anchors else False
+
+    def plan_state(self) -> dict:
+        return self.item_anchors.state() if self.item_anchors else {}
+
+    def restore_plan(self, state: dict) -> None:
+        if self.item_anchors:
+            self.item_anchors.restore(state)
 
     def pair_scores(self, reps: BehaviorReps, k: int, users: torch.Tensor,
                     items: torch.Tensor) -> torch.Tensor:
@@ -84,7 +97,8 @@ class BilinearDecoder(Decoder):
             parts["bpr"] = bpr
         if self.cfg["cl"] and self.cfg["cl_weight"] > 0:
             cl = self._contrastive(reps, batch, self.hp("cl_temperature"), self.hp("cl_weight"),
-                                   self._fast(self.cfg["cl_temperature"]))
+                                   self._fast(self.cfg["cl_temperature"]),
+                                   item_rows=self.item_anchors.rows)
             if cl is not None:
                 parts["cl"] = cl
         return parts

@@ -178,9 +178,7 @@ class Stepper:
         """Start the next epoch if the current one is used up."""
         trainer = self.trainer
         if self.left == 0:
-            if trainer.sampler.start_epoch(self.epoch):
-                trainer.runner.reset()
-            trainer.counters.step.zero_()
+            trainer.start_epoch(self.epoch)
             self.epoch += 1
             self.left = trainer.sampler.steps_per_epoch
 

@@ -12,11 +12,15 @@ For every auxiliary behavior k < K (the target is K):
 - each side is summed over its anchors and divided by the number of USERS (both sides, as the code);
 - L_cl = gamma * sum_{k<K} (l_U + l_V) / U. Gradients reach both tables.
 
-Saving: an anchor that repeats c times contributes c times the same term. On the user side the
-sampler groups the pairs by the batch's users (``Pairs.owner``), so each batch user is one row
-weighted by its number of pairs: the same loss with the same gradients at the cost of B rows
-instead of one per pair. Item anchors stay one row per pair slot (padding slots weigh 0): finding
-the distinct items would need a data-dependent shape.
+Saving: an anchor that repeats c times contributes c times the same term, so each distinct anchor
+is one row weighted by its count: the same loss with the same gradients at the cost of the distinct
+anchors instead of one row per pair. On the user side the sampler groups the pairs by the batch's
+users (``Pairs.owner``): each batch user is one row weighted by its number of pairs. On the item
+side the distinct positive items go into a fixed number of rows (``ItemAnchors``): before each
+epoch the decoder draws the epoch's batches once more (the draws are hashes, so they are the very
+batches training will see) and sizes the rows for the step with the most distinct items; a step
+then sorts its positives and packs them, with no host synchronization. Without that plan (a lone
+loss computation) item anchors are one row per pair slot, padding weighing 0.
 
 gamma and tau are tensors (``Component.hp``), so members of one batch may differ in them.
 """
@@ -105,12 +109,74 @@ def side_loss(anchor_table: torch.Tensor, aux_table: torch.Tensor, anchors: torc
     return normalizer - positive
 
 
+def _sorted_items(items: torch.Tensor, weight: torch.Tensor, n_items: int):
+    """The real slots' items sorted (padding sorts last as ``n_items``), their weights in that order,
+    and where a new distinct item starts."""
+    key = torch.where(weight > 0, items, torch.full_like(items, n_items))
+    ordered, order = torch.sort(key, dim=-1)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    return ordered, weight.gather(-1, order), starts & (ordered < n_items)
+
+
+def distinct_items(items: torch.Tensor, weight: torch.Tensor, n_items: int,
+                   rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct items among the real slots, packed into ``rows`` rows (enough for them), and
+    each one's total slot weight: (ids [rows], counts [rows]); unused rows have count 0."""
+    ordered, ordered_weight, starts = _sorted_items(items, weight, n_items)
+    group = starts.cumsum(-1) - 1
+    real = ordered < n_items
+    # rows past the distinct items, and padding slots, land in a spill row that is dropped
+    spill = torch.full_like(group, rows)
+    into = torch.where(real, group, spill)
+    counts = torch.zeros(rows + 1, dtype=weight.dtype, device=weight.device)
+    counts = counts.index_add(0, into, ordered_weight)[:rows]
+    ids = torch.zeros(rows + 1, dtype=items.dtype, device=items.device)
+    ids = ids.scatter(0, torch.where(starts, group, spill), ordered.clamp(max=n_items - 1))
+    return ids[:rows], counts
+
+
+class ItemAnchors:
+    """How many rows the item side's distinct anchors need: planned before each epoch from the
+    epoch's own batches (see the module docstring); the count only grows, like the sampler's
+    slots, so a captured CUDA graph is rarely rebuilt."""
+
+    def __init__(self, target: int, n_items: int) -> None:
+        self.target, self.n_items = target, n_items
+        self.rows: int | None = None
+
+    def plan_epoch(self, sampler, epoch: int) -> bool:
+        from bench.train.samplers import grown
+        steps = sampler.steps_per_epoch
+        device = sampler.keys.device
+        needs = []
+        for step in range(steps):
+            batch = sampler.batch(torch.tensor(step, device=device),
+                                  torch.tensor(epoch * steps + step, device=device))
+            pairs = batch.pairs[self.target]
+            starts = _sorted_items(pairs.pos, pairs.weight, self.n_items)[2]
+            needs.append(starts.sum(-1).amax())
+        need = int(torch.stack(needs).amax()) if needs else 0
+        rows = grown(self.rows or 0, need)
+        changed = rows != self.rows
+        self.rows = rows
+        return changed
+
+    def state(self) -> dict:
+        return {"rows": self.rows}
+
+    def restore(self, state: dict) -> None:
+        """A checkpoint's row count: a resumed run keeps the shapes it had."""
+        self.rows = state.get("rows")
+
+
 def contrastive_loss(reps: BehaviorReps, batch: Batch, temperature: torch.Tensor,
-                     weight: torch.Tensor, fast: bool = True,
-                     target: int | None = None) -> torch.Tensor | None:
+                     weight: torch.Tensor, fast: bool = True, target: int | None = None,
+                     item_rows: int | None = None) -> torch.Tensor | None:
     """gamma * sum_{k<K} (l_U + l_V) / U on ``reps``' per-behavior tables and the batch's target
     pairs; None when the batch has no target pairs to contrast or there is no auxiliary behavior.
-    ``fast`` allows the fused log-sum-exp (see ``fast_path_allowed``)."""
+    ``fast`` allows the fused log-sum-exp (see ``fast_path_allowed``); ``item_rows`` (from
+    ``ItemAnchors``) packs the distinct positive items into that many rows."""
     target = len(reps.users) - 1 if target is None else target
     pairs = batch.pairs.get(target)
     if pairs is None or target == 0:
@@ -122,11 +188,16 @@ def contrastive_loss(reps: BehaviorReps, batch: Batch, temperature: torch.Tensor
                                   device=pairs.weight.device).index_add(0, pairs.owner, pairs.weight)
     else:
         user_ids, user_weight = pairs.users, pairs.weight
+    if item_rows is not None and not plain():
+        item_ids, item_weight = distinct_items(pairs.pos, pairs.weight,
+                                               reps.items[target].shape[0], item_rows)
+    else:
+        item_ids, item_weight = pairs.pos, pairs.weight
     inv_tau = 1.0 / temperature
     total = None
     for k in range(target):
         term = (side_loss(reps.users[target], reps.users[k], user_ids, user_weight, inv_tau, fast)
-                + side_loss(reps.items[target], reps.items[k], pairs.pos, pairs.weight, inv_tau,
+                + side_loss(reps.items[target], reps.items[k], item_ids, item_weight, inv_tau,
                             fast))
         total = term if total is None else total + term
     return weight * total / n_users

@@ -43,7 +43,7 @@ from bench.params import DIM, TF_REG, Param
 from copf.aggregation import (AGGREGATION, LINEAR_FORM, PROJECTION_GATE, SharedGate,
                               make_aggregation)
 from copf.cogcn import layer_counts
-from copf.contrastive import contrastive_loss, fast_path_allowed
+from copf.contrastive import ItemAnchors, contrastive_loss, fast_path_allowed
 
 SG_MODES = ("paper", "code", "none", "all", "aux")
 EXPERT_KINDS = ("fitting", "raw")
@@ -89,6 +89,19 @@ class DFMEDecoder(Decoder):
         n_w = max(self.mtl_layers) - 1 if self.fitting else 0
         self.layer_weights = torch.nn.ParameterList(
             [xavier_table(d, d, generator, device) for _ in range(max(0, n_w))])
+        self.item_anchors = (ItemAnchors(self.target, self.n_items) if cfg["cl_weight"] > 0
+                             else None)
+
+    def plan_epoch(self, sampler, epoch: int) -> bool:
+        """Size the contrastive loss's item rows for this epoch's batches (True: they grew)."""
+        return self.item_anchors.plan_epoch(sampler, epoch) if self.item_anchors else False
+
+    def plan_state(self) -> dict:
+        return self.item_anchors.state() if self.item_anchors else {}
+
+    def restore_plan(self, state: dict) -> None:
+        if self.item_anchors:
+            self.item_anchors.restore(state)
 
     # ---- experts -------------------------------------------------------------------------------
     def stopped(self, k: int) -> set[int]:
@@ -168,7 +181,8 @@ class DFMEDecoder(Decoder):
             parts["bpr"] = bpr
         if self.cfg["cl_weight"] > 0:
             cl = contrastive_loss(reps, batch, self.hp("cl_temperature"), self.hp("cl_weight"),
-                                  fast_path_allowed(self.cfg["cl_temperature"]))
+                                  fast_path_allowed(self.cfg["cl_temperature"]),
+                                  item_rows=self.item_anchors.rows)
             if cl is not None:
                 parts["cl"] = cl
         weights = self.regularized()

@@ -398,6 +398,25 @@ class BatchTrainer:
         self.sums = EpochSums(len(self.members), device)
         self.runner = StepRunner(self.step, device, cuda_graphs, self.mutable_state, describe)
 
+    def planners(self) -> list:
+        """The template's components that plan each epoch's shapes (``plan_epoch(sampler,
+        epoch) -> bool``, ``plan_state()``, ``restore_plan(state)``): e.g. COPF's decoder sizes
+        its contrastive loss's item rows for the epoch's batches."""
+        template = self.engine.template
+        return [part for part in (template.encoder, template.decoder)
+                if callable(getattr(part, "plan_epoch", None))]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Prepare an epoch: the sampler's order and slot counts, the model's plans; a shape that
+        grew makes the captured step be captured again."""
+        changed = self.sampler.start_epoch(epoch)
+        for part in self.planners():
+            changed = bool(part.plan_epoch(self.sampler, epoch)) or changed
+        if changed:
+            self.runner.reset()
+        self.sums.zero_()
+        self.counters.step.zero_()
+
     def step(self) -> None:
         """One training step of every member, entirely on the device."""
         batch = self.sampler.batch(self.counters.step, self.counters.global_step)
@@ -419,6 +438,7 @@ class BatchTrainer:
         return {"epoch": epoch, "flat": self.engine.flat.detach(),
                 "optimizer": self.optimizer.state(), "global_step": self.counters.global_step,
                 "sampler": self.sampler.state(), "members": [p.state() for p in progresses],
+                "plans": [part.plan_state() for part in self.planners()],
                 "failures": list(failures), "members_count": len(self.members)}
 
     @torch.no_grad()
@@ -427,6 +447,8 @@ class BatchTrainer:
         self.optimizer.restore(saved["optimizer"])
         self.counters.global_step.copy_(saved["global_step"])
         self.sampler.restore(saved["sampler"])
+        for part, state in zip(self.planners(), saved.get("plans", [])):
+            part.restore_plan(state)
         self.engine.sync_models()
 
 
@@ -480,10 +502,7 @@ def train(members: Sequence[Member], dataset: MultiBehaviorDataset, protocol: st
             if not active:
                 break
             started = time.perf_counter()
-            if sampler.start_epoch(epoch):
-                trainer.runner.reset()
-            trainer.sums.zero_()
-            trainer.counters.step.zero_()
+            trainer.start_epoch(epoch)
             for member in trainer.engine.models:
                 member.train()
             for t in range(steps):

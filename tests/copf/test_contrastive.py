@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.kernels import plain_kernels
 from bench.models.base import Batch, BehaviorReps, Pairs
-from copf.contrastive import contrastive_loss, fast_path_allowed, side_loss
+from copf.contrastive import contrastive_loss, distinct_items, fast_path_allowed, side_loss
 
 t = torch.tensor
 
@@ -182,3 +182,60 @@ def test_gradients_reach_both_tables():
                             t(1.0))
     loss.backward()
     assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in tables)
+
+
+def test_distinct_items_are_packed_with_their_counts():
+    """Positives 4, 2, 4, 7, 2, 4 and two padding slots: three distinct items, counted by weight,
+    packed into the first rows (ascending ids); the spare rows weigh 0."""
+    items = t([4, 2, 4, 7, 2, 4, 0, 3])
+    weight = t([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    ids, counts = distinct_items(items, weight, n_items=10, rows=5)
+    assert ids[:3].tolist() == [2, 4, 7]
+    assert counts.tolist() == [2.0, 3.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_packed_item_rows_give_the_hand_computed_value(layout):
+    for rows in (2, 4):                           # two distinct positive items, spare rows too
+        value = contrastive_loss(_reps(), LAYOUTS[layout], t(0.5), t(0.3), item_rows=rows)
+        torch.testing.assert_close(value, t(_hand_value(0.5, 0.3)[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_item_rows_are_planned_from_the_epochs_own_batches(demo_copf):
+    """Before an epoch the plan draws the epoch's batches and sizes the rows for the step with
+    the most distinct positive items: every step's items fit, none is dropped."""
+    trainer, anchors = demo_copf
+    sampler = trainer.sampler
+    trainer.start_epoch(0)
+    assert anchors.rows is not None
+    steps = sampler.steps_per_epoch
+    most = 0
+    for step in range(steps):
+        pairs = sampler.batch(torch.tensor(step), torch.tensor(step)).pairs[anchors.target]
+        for s in range(pairs.pos.shape[0]):
+            real = pairs.pos[s][pairs.weight[s] > 0]
+            most = max(most, len(set(real.tolist())))
+            ids, counts = distinct_items(pairs.pos[s], pairs.weight[s], anchors.n_items,
+                                         anchors.rows)
+            assert float(counts.sum()) == len(real)           # every real slot counted once
+            assert set(ids[counts > 0].tolist()) == set(real.tolist())
+    assert most <= anchors.rows < most + most // 8 + 512
+
+
+@pytest.fixture
+def demo_copf():
+    from bench.data.demo import make_demo
+    from bench.models.registry import build_model, get_model
+    from bench.train import streams
+    from bench.train.samplers import make_sampler
+    from bench.train.seeds import generator
+    from bench.train.trainer import BatchTrainer, Member
+    data = make_demo(n_users=300, n_items=400, seed=7)
+    spec = get_model("copf")
+    cfg = spec.resolve(data.name, data.n_behaviors, {})
+    members = [Member(build_model(spec, data, cfg, "cpu", generator(run)), cfg, 10 + run)
+               for run in (0, 1)]
+    keys = streams.run_keys([m.sampling_seed for m in members])
+    sampler = make_sampler(members[0].model, data, cfg, torch.device("cpu"), keys)
+    trainer = BatchTrainer(members, data, sampler, torch.device("cpu"), "off", "copf")
+    return trainer, members[0].model.decoder.item_anchors

@@ -232,3 +232,27 @@ def test_early_stopping_alone_and_in_a_batch(held_out):
     for key in ("valid", "valid_selected"):
         assert (stopped.reported[key]["full/default"].metrics
                 == alone.reported[key]["full/default"].metrics)
+
+
+def test_a_resumed_copf_trains_to_the_same_numbers(demo, tmp_path):
+    """COPF (sampler slots and the contrastive loss's planned item rows both grow with the epochs)
+    stopped after two epochs and resumed from its checkpoint ends bit for bit where an
+    uninterrupted run ends: the checkpoint restores every shape it had."""
+    from bench.train.trainer import Checkpoint
+    spec = get_model("copf")
+    cfg = spec.resolve(demo.name, demo.n_behaviors, {"epochs": 4, "eval_schedule": "final"})
+
+    def run(checkpoint, epochs):
+        model = build_model(spec, demo, {**cfg, "epochs": epochs}, "cpu", generator(3))
+        member = Member(model, {**cfg, "epochs": epochs}, 7, {"ks": (10,), "protocols": ("full",),
+                                                           "rules": ("default",)})
+        outcomes, _ = train([member], demo, "paper", CPU, checkpoint=checkpoint)
+        return model, outcomes[0]
+    straight, _ = run(None, 4)
+    path = tmp_path / "checkpoint.pt"
+    run(Checkpoint(path, every=2), 2)                 # stops after epoch 2, checkpoint kept
+    assert path.exists()
+    resumed, outcome = run(Checkpoint(path, every=2), 4)
+    assert outcome.resumed_from == 2
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
