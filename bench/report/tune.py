@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from tabulate import tabulate
 
 from bench.records import FAILURE_SUFFIX, read_record
+from bench.report.results import current_code_version, is_stale
 from bench.tune.space import Dimension, Space
 
 LABEL = "full/default"
@@ -36,6 +37,7 @@ class RankedConfiguration:
     test: dict[str, float] = field(default_factory=dict)
     epochs: list[int] = field(default_factory=list)
     batch: str = ""
+    stale: int = 0          # records made by another version of the model's code
 
     @property
     def score(self) -> float | None:
@@ -51,6 +53,7 @@ def collect(manifest: dict[str, Any], results_dir: Path) -> list[RankedConfigura
     (validation HR@10, then validation NDCG@10, then the order tried); those without results
     last."""
     root = Path(results_dir) / manifest["dataset"] / manifest["model"]
+    current = current_code_version(manifest["model"])
     out: list[RankedConfiguration] = []
     seen: set[tuple[str, ...]] = set()
     for entry in manifest["configurations"]:
@@ -70,6 +73,7 @@ def collect(manifest: dict[str, Any], results_dir: Path) -> list[RankedConfigura
             ranked.epochs = [r["selected_epoch"]["valid_selected"] for r in records]
             ranked.batch = ",".join(sorted({_batch_text(r.get("batch", {})) for r in records}))
             ranked.runs = len(records)
+            ranked.stale = sum(is_stale(r["config"], current) for r in records)
             ranked.status = OK if len(records) == len(key) else PARTIAL
         elif failed:
             ranked.status = FAILED
@@ -235,9 +239,15 @@ def render(manifest: dict[str, Any], space: Space, ranked: Sequence[RankedConfig
     if chosen is None:
         lines.append("no configuration has results yet")
         return "\n".join(lines) + "\n"
+    stale = sum(c.stale for c in ranked)
+    if stale:
+        lines.append(f"stale: {stale} record(s) come from an older version of "
+                     f"{manifest['model']}'s code; the numbers stand as recorded, and rerunning "
+                     "the tune (or the command below) trains those trials again")
     lines += [f"best (*): configuration {chosen.index}, validation HR@10 "
               f"{chosen.valid['HR@10']:.4f}, test HR@10 {chosen.test['HR@10']:.4f}",
-              "its trials again (the same run ids, so they are found stored):",
+              "its trials again" + ("" if chosen.stale else
+                                    " (the same run ids, so they are found stored)") + ":",
               "  " + reproduce_command(manifest, chosen),
               "as an experiment's setting (`bench tune ... --write-experiment FILE` writes a "
               "whole experiment file):", experiment_rows(manifest, chosen)]
