@@ -28,6 +28,7 @@ and ``[[series]]``; the rest is optional; the files beside this one are complete
     role = "proposed"         # proposed | baseline (default) | floor (a non-learned reference:
                               # shown and marked, never the "best baseline" of a comparison)
     group = "all"             # rows compared with each other (Table 6 compares pairs)
+    in_paper = true           # false: a learned row the paper's table does not have (no number)
     params = { }              # this row only (the model must have the parameter)
     [rows.dataset_params.beibei]
     layers = [1, 1, 1]
@@ -78,6 +79,7 @@ class Row:
     params: Mapping[str, Any] = field(default_factory=dict)
     dataset_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     note: str = ""
+    in_paper: bool = True      # False: a row the paper's table does not have (floors never are)
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,11 @@ def parse_experiment(data: Mapping[str, Any], path: Path) -> Experiment:
 
 def _row(data: Any, where: str) -> Row:
     data = _table(data, where)
-    _no_unknown(data, {"label", "model", "role", "group", "params", "dataset_params", "note"}, where)
+    _no_unknown(data, {"label", "model", "role", "group", "params", "dataset_params", "note",
+                       "in_paper"}, where)
+    in_paper = data.get("in_paper", True)
+    if not isinstance(in_paper, bool):
+        raise ConfigError(f"{where}: in_paper must be true or false, got {in_paper!r}")
     if "label" not in data or "model" not in data:
         raise ConfigError(f"{where}: a row needs 'label' and 'model'")
     role = data.get("role", "baseline")
@@ -290,7 +296,7 @@ def _row(data: Any, where: str) -> Row:
                params=_table(data.get("params", {}), f"{where}: params"),
                dataset_params=_per_dataset(data.get("dataset_params", {}),
                                            f"{where}: dataset_params"),
-               note=str(data.get("note", "")))
+               note=str(data.get("note", "")), in_paper=in_paper and role != "floor")
 
 
 def _series(data: Any, model: Any, where: str) -> Series:

@@ -77,7 +77,7 @@ def test_ego_l2_regularizes_encoders_without_their_own(small):
     enc, dec = model.encoder, model.decoder
     expected = cfg["reg"] * (enc.users.pow(2).sum() + enc.items.pow(2).sum()
                              + sum(w.pow(2).sum() for w in dec.regularized()))
-    assert abs(float(parts["l2"].detach()) - float(expected)) < 1e-4 * float(expected)
+    assert abs(float(parts["l2"].detach()) - float(expected.detach())) < 1e-4 * float(expected.detach())
     model, cfg = build("mb-cgcn+dfme", small)
     parts = model.loss(first_batch(model, small, cfg))[1]
     enc = model.encoder

@@ -26,10 +26,12 @@ def test_table_rows_are_the_papers_rows_in_order(name):
     paper = paper_table(name)
     # floor rows (no learned parameters, not in the paper) sit beside the paper's rows
     floors = [r.label for r in experiment.rows if r.role == "floor"]
-    assert [r.label for r in experiment.rows if r.role != "floor"] == list(paper.rows)
-    assert not set(floors) & set(paper.rows)
+    extras = [r.label for r in experiment.rows if not r.in_paper and r.role != "floor"]
+    assert [r.label for r in experiment.rows if r.in_paper] == list(paper.rows)
+    assert not set(floors + extras) & set(paper.rows)
     if name == "table2":
         assert floors == ["Pop", "Pop-seen", "ItemKNN"]
+        assert extras == ["LightGCN-M"]       # learned, but not a row of the paper's Table 2
     assert experiment.datasets == ("beibei", "taobao", "tmall") and experiment.seeds == 5
     proposed = [r for r in experiment.rows if r.role == "proposed"]
     groups = {r.group for r in experiment.rows}
@@ -152,6 +154,8 @@ def test_a_users_own_file_by_path(tmp_path, capsys):
      "non-empty 'values'"),
     ('kind = "table"\ndatasets = ["demo"]\n[[rows]]\nlabel="a"\nmodel="pop"\nrole="star"\n',
      "role must be one of"),
+    ('kind = "table"\ndatasets = ["demo"]\n[[rows]]\nlabel="a"\nmodel="pop"\nin_paper="no"\n',
+     "in_paper must be true or false"),
     ('kind = "table"\ndatasets = ["demo"]\nseeds = 0\n[[rows]]\nlabel="a"\nmodel="pop"\n',
      "'seeds' must be a positive integer"),
     ('kind = "table"\ndatasets = [\n', "not valid TOML"),
