@@ -67,7 +67,7 @@ from torch import nn
 
 from bench.data.graphs import Graph, propagate
 from bench.errors import ConfigError
-from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, weighted_mean
+from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, rows, weighted_mean
 from bench.models.registry import register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
 from baselines import pretrain

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
 from baselines.mesi import GatedSlotsDecoder
 from baselines.shared_bottom import row_dot, rows_split
 from bench.errors import ConfigError
-from bench.models.base import Batch, BehaviorReps, Pairs, bpr_softplus, rows
+from bench.models.base import Batch, BehaviorReps, bpr_softplus, rows
 from bench.models.registry import register_decoder
 from bench.params import Param
 from bench.train.config import TRAIN_PARAMS

@@ -70,7 +70,6 @@ def test_sampler_distinct_users_and_step_count(demo):
     active = {u for u in range(demo.n_users) if bought[u]}
     batches = one_epoch(sampler)
     assert len(batches) == sampler.steps_per_epoch
-    drawn = set()
     for batch in batches:
         (k, pairs), = batch.pairs.items()
         assert k == demo.n_behaviors - 1
@@ -111,7 +110,7 @@ def test_mb_cgcn_starts_e0_from_the_view_gcn_by_default(demo):
 def _child_of_init(encoder, cfg) -> torch.Generator:
     """The generator the encoder hands its pretraining: one draw after its own tables."""
     init = generator(1)
-    d, std, n = cfg["dim"], cfg["init_std"], encoder.n_behaviors - 1
+    d, n = cfg["dim"], encoder.n_behaviors - 1
     for shape in [(encoder.n_users, d), (encoder.n_items, d)] + [(d, d)] * (2 * n):
         torch.randn(*shape, generator=init)
     child = torch.Generator()

@@ -9,7 +9,7 @@ import torch
 
 from bench.data.demo import make_demo
 from bench.models.registry import MODELS, build_model, get_model, load_builtin
-from bench.perf import Stepper, count_operators
+from bench.perf import Stepper
 from bench.seed_groups import template_params
 from bench.train import streams
 from bench.train.samplers import make_sampler
