@@ -145,10 +145,11 @@ def test_out_of_memory_in_evaluation_halves_the_block():
 
 
 def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path):
-    # 40 slow epochs leave the interrupt seconds of slack after the first checkpoint, so a busy
-    # machine cannot let the run finish before Ctrl-C arrives
-    args = ["--models", "test-slow", "--seeds", "2", "--epochs", "40", "--checkpoint-every", "1"]
-    proc = bench(tmp_path, *args, env={"BENCH_TEST_STEP_SLEEP": "0.05"})
+    args = ["--models", "test-slow", "--seeds", "2", "--epochs", "8", "--checkpoint-every", "1"]
+    # a test session started in the background (`cmd &` in a script) ignores SIGINT, and so would
+    # the child it starts: give the child the default disposition, as a terminal's Ctrl-C finds it
+    proc = bench(tmp_path, *args, env={"BENCH_TEST_STEP_SLEEP": "0.05"},
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for("scratch/*/checkpoint.pt", tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
