@@ -70,6 +70,12 @@ def test_full_models_harness():
     assert all(w * 3.0 == 1.0 for w in MODELS["cigf"].resolve("tmall", 4)["loss_weights"])
 
 
+def _relatively_close(value: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Within 1e-4 of ``expected``, relatively; both read as plain floats (no autograd)."""
+    value, expected = float(value.detach()), float(expected.detach())
+    return abs(value - expected) < 1e-4 * expected
+
+
 def test_ego_l2_regularizes_encoders_without_their_own(small):
     model, cfg = build("lightgcn-m+dfme", small)
     batch = first_batch(model, small, cfg)
@@ -77,17 +83,17 @@ def test_ego_l2_regularizes_encoders_without_their_own(small):
     enc, dec = model.encoder, model.decoder
     expected = cfg["reg"] * (enc.users.pow(2).sum() + enc.items.pow(2).sum()
                              + sum(w.pow(2).sum() for w in dec.regularized()))
-    assert abs(float(parts["l2"].detach()) - float(expected.detach())) < 1e-4 * float(expected.detach())
+    assert _relatively_close(parts["l2"], expected)
     model, cfg = build("mb-cgcn+dfme", small)
     parts = model.loss(first_batch(model, small, cfg))[1]
     enc = model.encoder
     weights = [enc.users, enc.items, *enc.user_transforms, *enc.item_transforms,
                *model.decoder.regularized()]
     expected_mb = cfg["reg"] * sum(w.pow(2).sum() for w in weights)
-    assert abs(float(parts["l2"]) - float(expected_mb)) < 1e-4 * float(expected_mb)
+    assert _relatively_close(parts["l2"], expected_mb)
     model, cfg = build("lightgcn-m+dfme", small, ego_l2=False)
     without = cfg["reg"] * sum(w.pow(2).sum() for w in model.decoder.regularized())
-    assert abs(float(model.loss(batch)[1]["l2"]) - float(without)) < 1e-4 * float(without)
+    assert _relatively_close(model.loss(batch)[1]["l2"], without)
 
 
 @pytest.mark.parametrize("decoder", MY_DECODERS)
