@@ -41,6 +41,9 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the experiment's)")
     p.add_argument("--models", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="summary only: keep these models")
+    p.add_argument("--stale", action="store_true",
+                   help="summary only: also show rows recorded by an older version of the "
+                        "model's code (left out by default)")
     p.add_argument("--protocol", choices=("paper", "honest"),
                    help="which records: paper (best-on-test, the default for experiments) or "
                         "honest (validation-selected); summary: no filter unless given")
@@ -179,21 +182,32 @@ def report_tune(args: argparse.Namespace) -> int:
 def report_summary(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from bench.report.summary import STALE, summarize
+    from bench.report.summary import STALE, render_table, summarize, without_stale
     index = read_results(args)
     records = [r for stored in index.records.values() for _, r in stored
                if (not args.datasets or r["config"]["dataset"] in args.datasets)
                and (not args.models or r["config"]["model"] in args.models)
                and (not args.protocol or r["config"]["protocol"] == args.protocol)]
-    rows = summarize(records)
+    hidden = 0
+    if not args.stale:
+        records, hidden = without_stale(records)
+    left_out = (f"{hidden} row{'s' if hidden != 1 else ''} of older model code left out "
+                "(--stale shows them)")
+    # csv is for programs: its settings keep every value as recorded
+    rows = summarize(records, compact=args.format != "csv")
     if not rows:
-        print(f"no records in {args.results_dir}/ match")
+        print(f"no records of the current model code in {args.results_dir}/ match; {left_out}"
+              if hidden else f"no records in {args.results_dir}/ match")
         return 1
     if args.format == "csv":
         import pandas as pd
         print(pd.DataFrame(rows).to_csv(index=False), end="")
-    else:
+    elif args.format == "latex":
         print(tabulate(rows, headers="keys", floatfmt=".4f", tablefmt=FORMATS[args.format]))
+    else:
+        print(render_table(rows, FORMATS[args.format]), end="")
+    if hidden:
+        print(left_out, file=sys.stderr if args.format in ("csv", "latex") else sys.stdout)
     if any(row["code"] == STALE for row in rows):
         print(f"note: code '{STALE}': recorded by an older version of the model's code; rerun "
               "to refresh", file=sys.stderr)

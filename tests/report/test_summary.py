@@ -1,18 +1,20 @@
-"""`bench report summary` pools only repeat runs of one configuration, marks stale code, and
-every report names the files it could not use (on stderr, exit code 0)."""
+"""`bench report summary` pools only repeat runs of one configuration, leaves out (or, with
+--stale, marks) rows of older model code, prints settings compactly within 120 columns, and every
+report names the files it could not use (on stderr, exit code 0)."""
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import json
 
 import numpy as np
 import pytest
 
 from bench.cli import main
 from bench.experiments import load_experiment
-from bench.records import iter_records, per_user_path
-from bench.report.summary import summarize
+from bench.records import config_hash, iter_records, per_user_path, write_record
+from bench.report.summary import compact_text, distinguishing_settings, summarize
 from tests.report.synthetic import write_cell_records
 
 
@@ -45,7 +47,7 @@ def test_base_seed_and_stale_code_are_told_apart_and_marked(tmp_path, capsys):
     write_cell_records(tmp_path, lightgcn, [0.2, 0.3], [0.1, 0.1])
     write_cell_records(tmp_path, lightgcn, [0.4], [0.2], base_seed=7)
     write_cell_records(tmp_path, lightgcn, [0.6], [0.3], model_version="0-older")
-    rows, err = summary_rows(capsys, tmp_path)
+    rows, err = summary_rows(capsys, tmp_path, "--stale")
     current = rows[0]["setting"].split(" code=")[1]
     assert [(r["setting"], r["runs"], r["code"], r["HR@10"]) for r in rows] == [
         (f"epochs=200 base_seed=2025 code={current}", "2", "current", "0.25"),
@@ -133,3 +135,89 @@ def test_sound_results_and_failure_notes_give_no_warning(tmp_path, capsys):
     (tmp_path / "perf" / "demo" / "pop-cpu-1.json").write_text("{}\n")
     _, err = summary_rows(capsys, tmp_path)
     assert "warning" not in err
+
+
+def with_params(paths, **params) -> None:
+    """Rewrite hand-made records with other parameters (and the run id that goes with them)."""
+    for path in paths:
+        record = json.loads(path.read_text())
+        record["config"]["params"].update(params)
+        record["run_id"] = config_hash(record["config"])
+        path.unlink()
+        write_record(path.parents[2], record)
+
+
+def test_rows_of_older_code_are_left_out_and_counted_unless_asked_for(tmp_path, capsys):
+    lightgcn = cell("LightGCN")
+    write_cell_records(tmp_path, lightgcn, [0.2, 0.3], [0.1, 0.1])
+    write_cell_records(tmp_path, lightgcn, [0.6], [0.3], model_version="0-older")
+    write_cell_records(tmp_path, lightgcn, [0.5], [0.2], model_version="0-older", epochs=8)
+    write_cell_records(tmp_path, cell("COPF"), [0.4], [0.2], model_version="0-older")
+    rows, err = summary_rows(capsys, tmp_path)
+    # with the older rows gone, nothing sets the current one apart: no code= in its setting
+    assert [(r["model"], r["setting"], r["code"]) for r in rows] == [
+        ("lightgcn", "epochs=200", "current")]
+    assert "3 rows of older model code left out (--stale shows them)" in err
+    assert main(["report", "summary", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert last == "3 rows of older model code left out (--stale shows them)"
+    rows, err = summary_rows(capsys, tmp_path, "--stale")
+    assert [r["code"] for r in rows] == ["stale", "current", "stale", "stale"]
+    assert "left out" not in err and "older version" in err
+
+
+def test_only_older_code_says_so_and_exits_1(tmp_path, capsys):
+    write_cell_records(tmp_path, cell("COPF"), [0.4], [0.2], model_version="0-older")
+    assert main(["report", "summary", "--results-dir", str(tmp_path)]) == 1
+    assert ("1 row of older model code left out (--stale shows them)"
+            in capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("value, text", [
+    (1 / 3, "1/3"), ([1 / 3] * 3, "1/3,1/3,1/3"), ([0.0, 1 / 6, 5 / 6], "0,1/6,5/6"),
+    (2 / 3, "2/3"), (0.1 * 3, "0.3"), (0.5, "0.5"), (0.0001, "0.0001"), (1e-05, "1e-05"),
+    (0.123456, "0.123"), (1234.5678, "1.23e+03"), (300.0, "300"), ([2, 2, 2], "2,2,2"),
+    (["cart", "pv"], "cart,pv"), ([[1, 2], [3]], "[1,2],[3]"), ([], "[]"), (True, "True"),
+    (None, "None"), ("bpr", "bpr"), (float("nan"), "nan")])
+def test_settings_are_written_compactly(value, text):
+    assert compact_text(value) == text
+
+
+def test_rounding_that_would_make_two_rows_alike_keeps_the_full_value():
+    base = {"model": "m", "params": {"epochs": 10}}
+    configs = [{**base, "params": {"epochs": 10, "lr": lr, "w": w}}
+               for lr, w in ((0.12341, [1 / 3, 2 / 3]), (0.12342, [0.0, 1.0]))]
+    assert distinguishing_settings(configs, compact=True) == [
+        "epochs=10 lr=0.12341 w=1/3,2/3", "epochs=10 lr=0.12342 w=0,1"]
+    assert distinguishing_settings(configs) == [
+        "epochs=10 lr=0.12341 w=[0.3333333333333333,0.6666666666666666]",
+        "epochs=10 lr=0.12342 w=[0.0,1.0]"]
+
+
+def test_a_long_setting_becomes_a_footnote_and_the_table_keeps_within_120_columns(tmp_path,
+                                                                                   capsys):
+    copf = cell("COPF")
+    write_cell_records(tmp_path, copf, [0.10, 0.14], [0.05, 0.07], epochs=20)
+    write_cell_records(tmp_path, cell("LightGCN"), [0.3], [0.2])
+    long = write_cell_records(tmp_path, copf, [0.2], [0.1])
+    with_params(long, loss_weights=[0.0, 1 / 3, 2 / 3], layers=[2, 2, 2], mtl_layers=[2, 2, 2],
+                cl_temperature=0.2, batch_size=4096, lr=0.0004, eval_every=10, n_pairs=80,
+                sampler="multi-behavior-interactions", aggregation="mean", fit_scale=0.25)
+    assert main(["report", "summary", "--results-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert lines[0] == "every row: dataset=demo, protocol=paper"
+    table = [line for line in lines if line.startswith("|")]
+    # both COPF rows name every setting that differs; LightGCN's one row needs no key
+    assert "| [a] " in table[2] and "| 0.2000 " in table[2]
+    assert "| [b] " in table[3] and "| 0.1200 ± 0.0283 " in table[3]
+    assert "| lightgcn | epochs=200 " in table[4]
+    notes = "\n".join(lines[lines.index(table[-1]) + 1:])
+    assert notes.startswith("[a] epochs=200 ") and "\n[b] epochs=20 " in notes
+    for setting in ("loss_weights=0,1/3,2/3", "layers=2,2,2", "lr=0.0004",
+                    "sampler=multi-behavior-interactions"):
+        assert setting in notes.split()
+    rows, _ = summary_rows(capsys, tmp_path)     # csv keeps every value as recorded
+    assert "loss_weights=[0.0,0.3333333333333333,0.6666666666666666]" in rows[0]["setting"]
+    assert rows[0]["HR@10 std"] == "0.0" and rows[1]["HR@10 std"] != "0.0"
