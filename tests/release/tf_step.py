@@ -4,7 +4,8 @@ trainer's own ``MemberBatch`` and ``FlatAdam``) for comparison with the release'
 
 Fixture keys: ``slice/<behavior>/rows|cols`` (training interactions), ``slice/shape`` (users,
 items), ``slice/test_items`` (one test item per slice user), ``batch/<k>/users|pos|neg`` (behavior
-k's aligned triples), ``init/<our parameter name>``, ``grad/<name>``, ``step<t>/<name>`` (after t
+k's aligned triples), ``uni/<k>/<j>/users|pos|neg`` (PKEF's "k but not j" triples),
+``init/<our parameter name>``, ``grad/<name>``, ``step<t>/<name>`` (after t
 Adam steps on the same batch), ``release/<quantity>`` and ``cfg/<hyper-parameter>``."""
 from __future__ import annotations
 
@@ -76,6 +77,18 @@ def fixture_batch(fx: dict[str, np.ndarray], n_behaviors: int = len(BEHAVIORS),
              for k in range(n_behaviors)}
     users = torch.unique(torch.cat([p.users for p in pairs.values()]))
     return Batch(users=users, pairs=pairs, extra=extra or {})
+
+
+def uni_pairs(fx: dict[str, np.ndarray]) -> dict[tuple[int, int], Pairs]:
+    """PME's "k but not j" triples of the fixture, as ``Batch.extra["uni"]`` holds them."""
+    out = {}
+    for key in fx:
+        parts = key.split("/")
+        if parts[0] == "uni" and parts[3] == "users":
+            k, j = int(parts[1]), int(parts[2])
+            out[(k, j)] = Pairs(*(torch.from_numpy(fx[f"uni/{k}/{j}/{f}"].astype(np.int64))
+                                  for f in ("users", "pos", "neg")))
+    return out
 
 
 def with_run_axis(batch: Batch) -> Batch:
