@@ -1,8 +1,13 @@
-"""Full-ranking and sampled HR@K / NDCG@K with per-user values (model-specs §3).
+"""Full-ranking and sampled ranking metrics with per-user values (model-specs §3).
 
 Ranks follow the reference code: candidates are all items minus the user's training target items
 (the test items stay in); a test item's 0-based rank is the number of candidates scored higher plus
 the number scored equal with a smaller item id (a stable sort on ascending ids).
+
+Every metric is a function of the ranks of a user's held-out items (``metrics_from_ranks``), so
+the ranks stored beside a record (``bench.ranks``) give any metric at any cutoff afterwards:
+HR@K (a hit among the top K), NDCG@K, Recall@K (hits / held-out items), Precision@K (hits / K) and
+MRR@K (1 / (rank + 1) of the first hit within the top K, else 0).
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import ConfigError
 
 RULES = ("default", "paper")
+METRICS = ("HR", "NDCG", "Recall", "Precision", "MRR")
+RECORD_METRICS = ("HR", "NDCG")       # what records and per-user files hold; the rest from ranks
 PROTOCOLS = ("full", "sampled")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,7 +41,8 @@ class EvalResult:
     users: np.ndarray                      # evaluated user ids, ascending
     per_user: dict[str, np.ndarray]        # metric name -> value per evaluated user
     ranks: np.ndarray = field(repr=False)  # 0-based rank of every (user, held-out item) pair
-    pair_users: np.ndarray = field(repr=False)
+    pair_users: np.ndarray = field(repr=False)   # each pair's position in ``users``
+    pair_items: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -137,29 +145,57 @@ def sample_negatives(excluded: sp.csr_matrix, users: np.ndarray, n: int,
     raise ConfigError("could not sample negatives: users have almost every item excluded")
 
 
-def metrics_from_ranks(ranks: np.ndarray, pair_users: np.ndarray, n_users: int,
-                       ks: Sequence[int], rule: str) -> dict[str, np.ndarray]:
-    """Per-user HR@K and NDCG@K from the ranks of each user's held-out items.
+def parse_metric(name: str) -> tuple[str, int]:
+    """``"Recall@20"`` -> ``("Recall", 20)``; an unknown name or cutoff says what is allowed."""
+    base, _, cutoff = name.partition("@")
+    if base not in METRICS or not cutoff.isdigit() or int(cutoff) < 1:
+        raise ConfigError(f"metric '{name}': write NAME@K with NAME one of {', '.join(METRICS)} "
+                          "and K a positive integer (e.g. HR@10, Recall@20, MRR@5)")
+    return base, int(cutoff)
 
-    ``pair_users`` maps each rank to its user's position (0..n_users-1).
-    ``default``: HR = any hit, NDCG = DCG / IDCG@min(K, #held-out).
-    ``paper``: the reference code's sums over hits (a user's HR can exceed 1).
+
+def metrics_from_ranks(ranks: np.ndarray, pair_users: np.ndarray, n_users: int,
+                       ks: Sequence[int], rule: str,
+                       names: Sequence[str] = RECORD_METRICS) -> dict[str, np.ndarray]:
+    """Per-user metrics ``names`` at each cutoff of ``ks`` from the ranks of the held-out items.
+
+    ``pair_users`` maps each rank to its user's position (0..n_users-1); every user must hold at
+    least one item. ``default``: HR = any hit, NDCG = DCG / IDCG@min(K, #held-out).
+    ``paper``: the reference code's sums over hits for HR and NDCG (a user's HR can exceed 1).
+    Recall, Precision and MRR read the same under both rules: hits / #held-out, hits / K, and
+    the reciprocal of the best rank when it lies within the top K (else 0).
     """
     if rule not in RULES:
         raise ConfigError(f"unknown metric rule '{rule}'; choose one of {RULES}")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
+    ranks = np.asarray(ranks, dtype=np.int64)
+    pair_users = np.asarray(pair_users, dtype=np.int64)
     gain = 1.0 / np.log2(ranks.astype(np.float64) + 2.0)
     n_held = np.bincount(pair_users, minlength=n_users)
+    best = np.full(n_users, np.iinfo(np.int64).max)
+    np.minimum.at(best, pair_users, ranks)
     out = {}
     for k in ks:
         hit = ranks < k
         hits = np.bincount(pair_users, weights=hit, minlength=n_users)
-        dcg = np.bincount(pair_users, weights=np.where(hit, gain, 0.0), minlength=n_users)
-        if rule == "paper":
-            out[f"HR@{k}"], out[f"NDCG@{k}"] = hits, dcg
-        else:
-            ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
-            idcg = ideal[np.minimum(n_held, k) - 1]
-            out[f"HR@{k}"], out[f"NDCG@{k}"] = (hits > 0).astype(np.float64), dcg / idcg
+        for name in names:
+            if name == "HR":
+                value = hits if rule == "paper" else (hits > 0).astype(np.float64)
+            elif name == "NDCG":
+                value = np.bincount(pair_users, weights=np.where(hit, gain, 0.0),
+                                    minlength=n_users)
+                if rule != "paper":
+                    ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+                    value = value / ideal[np.minimum(n_held, k) - 1]
+            elif name == "Recall":
+                value = hits / n_held
+            elif name == "Precision":
+                value = hits / k
+            else:
+                value = np.where(best < k, 1.0 / (best.astype(np.float64) + 1.0), 0.0)
+            out[f"{name}@{k}"] = value
     return out
 
 
@@ -202,7 +238,7 @@ def evaluate_all(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = 
     users = dataset.eval_users(split)
     rng = np.random.default_rng(seed)
     ranks: dict[str, list[np.ndarray]] = {p: [] for p in protocols}
-    pair_users = []
+    pair_users, pair_items = [], []
     start = 0
     while start < len(users):
         block = users[start:start + block_size]
@@ -238,8 +274,10 @@ def evaluate_all(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = 
                 block_ranks = torch.where(lost, torch.full_like(block_ranks, worst), block_ranks)
             ranks[protocol].append(block_ranks.cpu().numpy())
         pair_users.append(hrows + start)
+        pair_items.append(hitems.astype(np.int64))
         start += len(block)
     pairs = np.concatenate(pair_users) if pair_users else np.zeros(0, dtype=np.int64)
+    items = np.concatenate(pair_items) if pair_items else np.zeros(0, dtype=np.int64)
     out = {}
     for protocol in protocols:
         r = np.concatenate(ranks[protocol]) if ranks[protocol] else np.zeros(0, dtype=np.int64)
@@ -249,7 +287,8 @@ def evaluate_all(score_fn: ScoreFn, dataset: MultiBehaviorDataset, split: str = 
                        for name, values in per_user.items()}
             out[f"{protocol}/{rule}"] = EvalResult(split=split, protocol=protocol, rule=rule,
                                                    ks=ks, metrics=metrics, users=users,
-                                                   per_user=per_user, ranks=r, pair_users=pairs)
+                                                   per_user=per_user, ranks=r, pair_users=pairs,
+                                                   pair_items=items)
     return out
 
 

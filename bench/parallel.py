@@ -70,9 +70,9 @@ def worker_count(jobs: int | None, per_gpu: int | None, device: torch.device, n_
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_dataset(name: str, data_dir: str | None, folder: tuple | None):
+def _worker_dataset(name: str, data_dir: str | None, folder: tuple | None, aux_periods: str):
     from bench.data.select import load_dataset_again
-    return load_dataset_again(name, data_dir, folder)
+    return load_dataset_again(name, data_dir, folder, aux_periods)
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,7 +90,10 @@ def run_task(task: TrialTask) -> list[Attempt]:
     # several trials share the machine's cores: one thread each unless told otherwise
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
-    dataset = _worker_dataset(task.trials[0].dataset, task.data_dir, task.folder)
+    from bench.data.periods import DEFAULT_AUX_PERIODS
+    config = task.trials[0].config
+    dataset = _worker_dataset(config["dataset"], task.data_dir, task.folder,
+                              config.get("aux_periods", DEFAULT_AUX_PERIODS))
     return attempt_group(task.trials, dataset, torch.device(task.device), Path(task.results_dir),
                          checkpoint_every=task.checkpoint_every, cuda_graphs=task.cuda_graphs)
 

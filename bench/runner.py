@@ -5,6 +5,7 @@ trains it with the trainer and evaluates it with the evaluator.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import resource
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,44 +22,25 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
+from baselines.pretrain_skip import pretraining_skipped
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.holdout import with_validation_holdout
 from bench.errors import BenchError, ConfigError, TrainingError
+from bench.data.periods import describe as describe_periods
 from bench.models.base import Model
+from bench.ranks import ranks_table, write_ranks
 from bench.models.registry import ModelSpec, build_model, get_model
 from bench.records import (RECORD_FORMAT, atomic_write_bytes, command_line, config_hash,
                            environment, find_record, git_commit, record_path, write_record)
 from bench.train.seeds import derive_seed, generator
+from bench.trials import RunPlan, Trial  # noqa: F401  (re-exported: callers import them here)
+from bench.seed_groups import template_params
 from bench.train.trainer import (PROTOCOLS, Checkpoint, Member, ProgressFn, TrainOutcome,
                                  train)
 
 DEFAULT_EVAL = {"ks": [10, 20], "protocols": ["full", "sampled"], "rules": ["default", "paper"],
                 "n_negatives": 99}
 MAIN_SELECTION = {"paper": "best_test", "honest": "valid_selected"}
-
-
-@dataclass
-class Trial:
-    """One (model, dataset, protocol, run) with its resolved configuration."""
-
-    model: str
-    dataset: str
-    protocol: str
-    run: int
-    config: dict[str, Any]
-    run_id: str
-
-    @property
-    def label(self) -> str:
-        return (f"{self.model} on {self.dataset} ({self.protocol}, run {self.run}, base seed "
-                f"{self.config['base_seed']}) [{self.run_id}]")
-
-
-@dataclass
-class RunPlan:
-    trials: list[Trial] = field(default_factory=list)
-    stored: list[Trial] = field(default_factory=list)
-    corrupted: list[Path] = field(default_factory=list)   # unreadable records, to be rerun
 
 
 def dataset_fingerprint(dataset: MultiBehaviorDataset) -> str:
@@ -78,11 +60,16 @@ def trial_config(spec: ModelSpec, dataset: MultiBehaviorDataset, protocol: str, 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{protocol}'; choose one of {PROTOCOLS}")
     params = spec.resolve(dataset.name, dataset.n_behaviors, overrides)
-    return {"model": spec.name, "encoder": spec.encoder, "decoder": spec.decoder,
-            "model_version": spec.code_version(), "dataset": dataset.name,
-            "dataset_fingerprint": dataset_fingerprint(dataset), "protocol": protocol,
-            "run": run, "base_seed": base_seed, "params": params, "evaluation": evaluation,
-            "inferred_defaults": sorted(k for k in spec.inferred if k not in overrides)}
+    config = {"model": spec.name, "encoder": spec.encoder, "decoder": spec.decoder,
+              "model_version": spec.code_version(), "dataset": dataset.name,
+              "dataset_fingerprint": dataset_fingerprint(dataset), "protocol": protocol,
+              "run": run, "base_seed": base_seed, "params": params, "evaluation": evaluation,
+              "inferred_defaults": sorted(k for k in spec.inferred if k not in overrides)}
+    # Only data with periods has a choice to record; leaving the key out elsewhere keeps the run
+    # ids of records made before periods were an option.
+    if dataset.aux_periods is not None:
+        config["aux_periods"] = dataset.aux_periods
+    return config
 
 
 def plan_trials(models: Sequence[str], datasets: Sequence[MultiBehaviorDataset], seeds: int,
@@ -177,7 +164,6 @@ def batch_template(trials: Sequence[Trial], dataset: MultiBehaviorDataset,
     batchable = [n for n, p in spec.param_specs().items() if p.batchable]
     if not any(n in differing_params(trials) for n in batchable):
         return None
-    from bench.seed_groups import template_params
     params = template_params([t.config["params"] for t in trials], spec.param_specs())
     return build_model(spec, dataset, params, device, generator(0))
 
@@ -191,7 +177,8 @@ def differing_params(trials: Sequence[Trial]) -> list[str]:
 def run_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: torch.device,
               results_dir: Path, on_epoch: Callable[[int, dict], None] | None = None,
               checkpoint_every: int = 5, on_progress: ProgressFn | None = None,
-              cuda_graphs: str = "auto") -> list[Attempt]:
+              cuda_graphs: str = "auto",
+              make_checkpoint: Callable[[Path, int], Checkpoint] = Checkpoint) -> list[Attempt]:
     """Train the trials together as one batch (a lone trial is a batch of one) and write one
     record per member; a member that fails leaves a failure note and the others go on.
     Training state is checkpointed every ``checkpoint_every`` epochs (0: never) and a batch
@@ -199,16 +186,20 @@ def run_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: to
     data = group_dataset(trials, dataset)
     checkpoint = None
     if checkpoint_every > 0:
-        checkpoint = Checkpoint(scratch_dir(results_dir, group_id(trials)) / "checkpoint.pt",
-                                checkpoint_every)
+        checkpoint = make_checkpoint(scratch_dir(results_dir, group_id(trials)) / "checkpoint.pt",
+                                     checkpoint_every)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    members = [build_member(t, data, device) for t in trials]
+    # the checkpoint restores the pretrained tables too, so a resumed batch does not pretrain
+    resuming = checkpoint is not None and restores(checkpoint, len(trials), device)
+    with pretraining_skipped() if resuming else contextlib.nullcontext():
+        members = [build_member(t, data, device) for t in trials]
+        template = batch_template(trials, data, device)
     describe = trials[0].label if len(trials) == 1 else (
         f"{trials[0].model} on {trials[0].dataset} (batch of {len(trials)})")
     outcomes, info = train(members, data, trials[0].protocol, device, describe, on_epoch,
-                           on_progress, checkpoint, cuda_graphs, batch_template(trials, data, device))
+                           on_progress, checkpoint, cuda_graphs, template)
     wall = time.perf_counter() - started
     info.update(runs=[t.run for t in trials], differing=differing_params(trials),
                 group_wall_seconds=round(wall, 3))
@@ -217,11 +208,28 @@ def run_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: to
         if isinstance(outcome, TrainingError):
             attempts += failed_attempts([trial], outcome, results_dir)
         else:
-            store_outcome(trial, outcome, wall, device, results_dir, {"batch": info})
+            store_outcome(trial, outcome, wall, device, results_dir, {"batch": info},
+                          dataset=data)
             attempts.append(Attempt(trial.label, "trained"))
     if checkpoint is not None:
         checkpoint.remove()
     return attempts
+
+
+def restores(checkpoint: Checkpoint, members: int, device: torch.device) -> bool:
+    """Whether the trainer will resume ``members`` members from ``checkpoint`` (the test it
+    applies: a loadable state saved for that many members)."""
+    saved = checkpoint.load(device)
+    return saved is not None and saved.get("members_count") == members
+
+
+def training_input(dataset: MultiBehaviorDataset | None) -> dict[str, Any] | None:
+    """What a trial's training matrices held: the periods of the auxiliary behaviors (None: the
+    files have none) and the pairs per behavior."""
+    if dataset is None:
+        return None
+    return {"aux_periods": dataset.aux_periods, "description": describe_periods(dataset.aux_periods),
+            "pairs": {b: int(dataset.train[b].nnz) for b in dataset.behaviors}}
 
 
 def trial_seed(trial: Trial, purpose: str) -> int:
@@ -230,8 +238,11 @@ def trial_seed(trial: Trial, purpose: str) -> int:
 
 
 def store_outcome(trial: Trial, outcome: TrainOutcome, wall: float, device: torch.device,
-                  results_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the trial's record (and per-user values) atomically; returns the record."""
+                  results_dir: Path, extra: dict[str, Any] | None = None,
+                  dataset: MultiBehaviorDataset | None = None) -> dict[str, Any]:
+    """Write the trial's record, per-user values and, given the ``dataset`` it trained on, the
+    ranks of its test pairs with what the training input had seen of them (``bench.ranks``),
+    each atomically, the record last; returns the record."""
     config = trial.config
     metrics, per_user = {}, {}
     for selection, results in outcome.reported.items():
@@ -258,11 +269,15 @@ def store_outcome(trial: Trial, outcome: TrainOutcome, wall: float, device: torc
         "memory": {"peak_rss_mb": round(peak_rss_mb(), 1),
                    "peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                    if device.type == "cuda" else None},
+        "training_input": training_input(dataset),
         "environment": environment(str(device)), "git_commit": git_commit(),
         "command": command_line(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
+    ranks = ranks_table(outcome.reported, dataset) if dataset is not None else None
     with deferred_interrupts():
+        if ranks is not None:
+            write_ranks(record_path(results_dir, config, trial.run_id), ranks)
         write_record(results_dir, record, per_user)
         failed = failure_path(results_dir, trial)
         if failed.exists():
@@ -334,7 +349,8 @@ class Attempt:
 def attempt_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device: torch.device,
                   results_dir: Path, on_epoch: Callable[[int, dict], None] | None = None,
                   checkpoint_every: int = 5, on_progress: ProgressFn | None = None,
-                  cuda_graphs: str = "auto") -> list[Attempt]:
+                  cuda_graphs: str = "auto",
+                  make_checkpoint: Callable[[Path, int], Checkpoint] = Checkpoint) -> list[Attempt]:
     """Lock the trials, drop those stored or held elsewhere, and train the rest together as one
     batch. Failures are noted beside the records and returned, never raised (except Ctrl-C), so
     the other trials go on."""
@@ -354,7 +370,7 @@ def attempt_group(trials: Sequence[Trial], dataset: MultiBehaviorDataset, device
         if todo:
             try:
                 attempts += run_group(todo, dataset, device, results_dir, on_epoch,
-                                      checkpoint_every, on_progress, cuda_graphs)
+                                      checkpoint_every, on_progress, cuda_graphs, make_checkpoint)
             except KeyboardInterrupt:
                 raise
             except Exception as err:      # the batch's runs fail together; other trials go on

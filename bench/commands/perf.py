@@ -7,7 +7,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.commands.run import parse_overrides
-from bench.data.cli import add_folder_arguments
+from bench.data.cli import add_folder_arguments, aux_periods_of
 from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
 from bench.folders import writable_folder
@@ -59,7 +59,8 @@ def command_perf(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args)
     device = resolve_device(args.device)
     rows = []
-    for dataset in load_datasets(args.datasets, args.data_dir, FolderOptions.from_args(args)):
+    for dataset in load_datasets(args.datasets, args.data_dir, FolderOptions.from_args(args),
+                                 aux_periods_of(args)):
         measurements = []
         if args.random_scorer is not None:
             measurements.append(perf_random_scorer(dataset, device, args.random_scorer, args.repeats))

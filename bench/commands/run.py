@@ -11,6 +11,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.cli import aux_periods_of
 from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
 from bench.folders import refuse_file, writable_folder
@@ -56,7 +57,8 @@ def command_run(args: argparse.Namespace) -> int:
             get_model(name)        # unknown names fail before any data is loaded
         overrides = parse_overrides(args)
         device = resolve_device(args.device)
-        datasets = load_datasets(args.datasets, args.data_dir, FolderOptions.from_args(args))
+        datasets = load_datasets(args.datasets, args.data_dir, FolderOptions.from_args(args),
+                                 aux_periods_of(args))
         plan = plan_trials(args.models, datasets, args.seeds, args.protocol or "paper",
                            args.base_seed, overrides, args.results_dir)
     for path in plan.corrupted:

@@ -113,8 +113,9 @@ def command_tune(args: argparse.Namespace) -> int:
     _check_arguments(args)
     (refuse_file if args.dry_run else writable_folder)(args.results_dir, "--results-dir")
     specs = [get_model(name) for name in args.models]     # unknown names fail before data loads
+    from bench.data.cli import aux_periods_of
     datasets = load_datasets(args.datasets or ["demo"], args.data_dir,
-                             FolderOptions.from_args(args))
+                             FolderOptions.from_args(args), aux_periods_of(args))
     device = resolve_device(args.device)
     jobs = [prepare(args, spec, dataset, specs) for dataset in datasets for spec in specs]
     if args.write_experiment is not None and len(jobs) > 1:

@@ -25,6 +25,7 @@ from bench.data import catalog
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.layouts import LAYOUTS
 from bench.data.location import resolve_data_dir
+from bench.data.periods import AUX_PERIODS, DEFAULT_AUX_PERIODS
 from bench.data.select import FolderOptions, load_folder
 from bench.errors import BenchError, DataError
 
@@ -87,6 +88,20 @@ def add_folder_arguments(parser: argparse.ArgumentParser, title: str,
     own.add_argument("--delimiter", help="csv layout: field delimiter (default from extension)")
     own.add_argument("--prefixes", metavar="P1,P2,...",
                      help="bvae layout: file prefix per behavior (default: names, 'target' last)")
+    add_periods_argument(parser)
+
+
+def add_periods_argument(parser: argparse.ArgumentParser) -> None:
+    """``--aux-periods``: which periods of the auxiliary behaviors are training input."""
+    parser.add_argument("--aux-periods", choices=AUX_PERIODS, default=DEFAULT_AUX_PERIODS,
+                        help="datasets whose files split behaviors by period (bvae, csv with "
+                             "auxiliary rows in valid/test): the periods of the auxiliary "
+                             "behaviors a model may read (default: train; 'all' includes the "
+                             "test period, and every record and report says so)")
+
+
+def aux_periods_of(args: argparse.Namespace) -> str:
+    return getattr(args, "aux_periods", None) or DEFAULT_AUX_PERIODS
 
 
 def run_data_command(args: argparse.Namespace) -> int:
@@ -122,9 +137,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from bench.data.stats import (behavior_patterns, compute_stats, format_patterns,
-                                  format_seen_share, format_stats, seen_share)
+                                  format_seen_share, format_stats, seen_share,
+                                  training_input_line)
     dataset = load_from_args(args)
     print(format_stats(compute_stats(dataset)))
+    print(training_input_line(dataset))
     print(format_seen_share(seen_share(dataset, "test")))
     units = ("user", "pair") if args.patterns == "both" else (args.patterns,)
     for unit in units:
@@ -133,16 +150,18 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from bench.data.stats import check
+    from bench.data.stats import (check, format_seen_share, seen_share,
+                                  training_input_line)
     if args.layout:
         try:
             dataset = load_from_args(args)
         except DataError as exc:
             print(f"{args.name}: FAILED\n  problem: {exc}")
             return EXIT_CHECK_FAILED
-        print(f"{args.name}: OK (loads; no catalog entry to compare with)\n  {dataset.describe()}")
+        print(f"{args.name}: OK (loads; no catalog entry to compare with)\n  {dataset.describe()}"
+              f"\n  {training_input_line(dataset)}\n  {format_seen_share(seen_share(dataset))}")
         return EXIT_OK
-    report = check(args.name, args.data_dir)
+    report = check(args.name, args.data_dir, aux_periods_of(args))
     print(report.format())
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
 
@@ -165,8 +184,8 @@ def load_from_args(args: argparse.Namespace) -> MultiBehaviorDataset:
         if args.name not in catalog.CATALOG and Path(args.name).is_dir():
             raise DataError(f"'{args.name}' is a folder, not a catalog name; pass --layout "
                             f"({'|'.join(LAYOUTS)}) and --behaviors to read it")
-        return catalog.load_dataset(args.name, args.data_dir)
-    return load_folder(args.name, options)
+        return catalog.load_dataset(args.name, args.data_dir, aux_periods_of(args))
+    return load_folder(args.name, options, aux_periods_of(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

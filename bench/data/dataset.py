@@ -25,6 +25,8 @@ class MultiBehaviorDataset:
 
     ``test`` (and ``valid`` where present) is a user x item binary CSR matrix: a user's row holds its
     held-out items (one or several); users with an empty row are not evaluated.
+    ``aux_periods`` says which periods of the auxiliary behaviors the training matrices hold
+    (``bench.data.periods``); None where the files have no periods.
     Derived views (cumulative counts, normalized bipartite graphs) are computed on demand and cached.
     """
 
@@ -34,6 +36,7 @@ class MultiBehaviorDataset:
     test: sp.csr_matrix
     valid: sp.csr_matrix | None = None
     source: str = "memory"
+    aux_periods: str | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +146,8 @@ class MultiBehaviorDataset:
                     suffix: str) -> "MultiBehaviorDataset":
         """A copy with other training matrices and validation split (the cache starts empty)."""
         return MultiBehaviorDataset(name=self.name, behaviors=self.behaviors, train=train,
-                                    test=self.test, valid=valid, source=f"{self.source}{suffix}")
+                                    test=self.test, valid=valid, source=f"{self.source}{suffix}",
+                                    aux_periods=self.aux_periods)
 
     def describe(self) -> str:
         counts = ", ".join(f"{b} {self.train[b].nnz:,}" for b in self.behaviors)

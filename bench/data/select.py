@@ -20,6 +20,7 @@ from typing import Sequence
 from bench.data import catalog
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.layouts import LAYOUTS
+from bench.data.periods import DEFAULT_AUX_PERIODS
 from bench.errors import ConfigError, DataError
 
 CSV_DEFAULTS = {"train": "train", "test": "test", "valid": "valid"}   # + .csv or .tsv
@@ -100,8 +101,10 @@ def behaviors_of(name: str) -> tuple[str, ...]:
     return catalog.get(name).behaviors
 
 
-def load_folder(entry: str | Path, options: FolderOptions) -> MultiBehaviorDataset:
-    """Read a folder of your own data in ``options.layout``."""
+def load_folder(entry: str | Path, options: FolderOptions,
+                aux_periods: str = DEFAULT_AUX_PERIODS) -> MultiBehaviorDataset:
+    """Read a folder of your own data in ``options.layout``; ``aux_periods``: which periods of the
+    auxiliary behaviors are training input, where the files have periods."""
     folder = Path(entry)
     name = folder_name(str(folder))
     if options.layout == "pkef":
@@ -116,7 +119,8 @@ def load_folder(entry: str | Path, options: FolderOptions) -> MultiBehaviorDatas
                                 f"{len(options.behaviors)} behaviors; give one per behavior, in "
                                 "the same order")
             prefixes = dict(zip(options.behaviors, options.prefixes))
-        return load_bvae(folder, options.behaviors, prefixes=prefixes, name=name)
+        return load_bvae(folder, options.behaviors, prefixes=prefixes, name=name,
+                         aux_periods=aux_periods)
     from bench.data.layouts import load_csv
     given = options.train and options.test
     if not folder.is_dir() and not given:
@@ -127,7 +131,7 @@ def load_folder(entry: str | Path, options: FolderOptions) -> MultiBehaviorDatas
     test = base / options.test if options.test else csv_file(folder, "test", "--test")
     valid = base / options.valid if options.valid else csv_file(folder, "valid", None)
     return load_csv(train, test, options.behaviors, valid=valid, delimiter=options.delimiter,
-                    name=name)
+                    name=name, aux_periods=aux_periods)
 
 
 def csv_file(folder: Path, split: str, option: str | None) -> Path | None:
@@ -145,9 +149,10 @@ def csv_file(folder: Path, split: str, option: str | None) -> Path | None:
 
 
 def load_datasets(entries: Sequence[str], data_dir: str | None,
-                  options: FolderOptions | None = None) -> list[MultiBehaviorDataset]:
+                  options: FolderOptions | None = None,
+                  aux_periods: str = DEFAULT_AUX_PERIODS) -> list[MultiBehaviorDataset]:
     """Datasets by catalog name or folder; ``['all']`` means every catalogued dataset whose files
-    are present (the others are named on stderr)."""
+    are present (the others are named on stderr); ``aux_periods`` as in ``bench.data.periods``."""
     entries = list(entries)
     if entries == ["all"]:
         entries = []
@@ -163,11 +168,11 @@ def load_datasets(entries: Sequence[str], data_dir: str | None,
     datasets = []
     for entry in entries:
         if is_folder(entry, options):
-            dataset = load_folder(entry, options)
+            dataset = load_folder(entry, options, aux_periods)
             _FOLDER_BEHAVIORS[dataset.name] = dataset.behaviors
             _FOLDER_SOURCES[dataset.name] = (str(Path(entry).resolve()), options)
         else:
-            dataset = catalog.load_dataset(entry, data_dir)
+            dataset = catalog.load_dataset(entry, data_dir, aux_periods)
         datasets.append(dataset)
     return datasets
 
@@ -179,11 +184,12 @@ def folder_source(name: str) -> tuple[str, FolderOptions] | None:
 
 
 def load_dataset_again(name: str, data_dir: str | None,
-                       source: tuple[str, FolderOptions] | None) -> MultiBehaviorDataset:
+                       source: tuple[str, FolderOptions] | None,
+                       aux_periods: str = DEFAULT_AUX_PERIODS) -> MultiBehaviorDataset:
     """A dataset by catalog name, or from the folder ``source`` names (worker processes)."""
     if source is not None:
-        return load_folder(*source)
-    return catalog.load_dataset(name, data_dir)
+        return load_folder(*source, aux_periods)
+    return catalog.load_dataset(name, data_dir, aux_periods)
 
 
 def _unknown_message(unknown: list[str]) -> str:

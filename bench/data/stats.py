@@ -20,6 +20,8 @@ import scipy.sparse as sp
 from bench.data import catalog
 from bench.data.catalog import VERIFY_NONE, VERIFY_SHA256, DatasetSpec, FileSpec
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.periods import DEFAULT_AUX_PERIODS
+from bench.data.periods import describe as describe_periods
 from bench.errors import DataError
 
 PATTERN_UNITS = ("user", "pair")
@@ -108,8 +110,8 @@ def format_seen_share(seen: SeenShare) -> str:
     if not seen.per_behavior:
         return f"{seen.split} items seen under an auxiliary behavior: none (no auxiliary behavior)"
     parts = [f"{b} {seen.share(c):.1%} ({c:,})" for b, c in seen.per_behavior.items()]
-    return (f"{seen.split} items the user already has under an auxiliary behavior "
-            f"(of {seen.held_out:,}): " + "; ".join(parts)
+    return (f"{seen.split} items the user already has in the training input, per auxiliary "
+            f"behavior (of {seen.held_out:,}): " + "; ".join(parts)
             + f"; any {seen.share(seen.any_behavior):.1%} ({seen.any_behavior:,})")
 
 
@@ -173,6 +175,7 @@ class CheckReport:
     missing_behaviors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     folder_found: bool = True
+    facts: list[str] = field(default_factory=list)     # what the loaded data holds, if it loads
 
     @property
     def status(self) -> str:
@@ -194,6 +197,7 @@ class CheckReport:
         for f in self.files:
             lines.append(f"  {f.status:<10} {f.name:<{width}}  {f.detail}")
         lines.extend(f"  problem: {p}" for p in self.problems)
+        lines.extend(f"  {fact}" for fact in self.facts)
         if self.missing_behaviors:
             lines.append(f"missing behavior(s): {', '.join(self.missing_behaviors)}; the dataset "
                          f"is INCOMPLETE: get the files with `bench data fetch {self.name}` "
@@ -259,9 +263,12 @@ def _shape_and_count(path: Path, spec: FileSpec, dataset: DatasetSpec) -> tuple[
     return not problems, detail
 
 
-def check(name: str, data_dir: str | Path | None = None) -> CheckReport:
+def check(name: str, data_dir: str | Path | None = None,
+          aux_periods: str = DEFAULT_AUX_PERIODS) -> CheckReport:
     """Compare ``<data dir>/<name>`` with the catalog: present files, checksums (or shape and
-    count), expected statistics. Never raises for a bad folder: the report says what is wrong."""
+    count), expected statistics. Never raises for a bad folder: the report says what is wrong.
+    A dataset that loads also gets its training input and the share of test items it already
+    holds under each auxiliary behavior (``facts``)."""
     spec = catalog.get(name)
     if spec.layout == "demo":
         return CheckReport(name=name, folder=Path("<generated>"),
@@ -287,14 +294,32 @@ def check(name: str, data_dir: str | Path | None = None) -> CheckReport:
             report.files.append(FileCheck(file.name, "missing", detail))
             continue
         report.files.append(verify_file(path, file, spec))
-    if spec.layout == "bvae" and not any(f.status == "missing" for f in report.files):
-        report.problems.extend(_load_problems(name, data_dir))
+    if not any(f.status == "missing" for f in report.files):
+        _check_loaded(report, spec, data_dir, aux_periods)
     return report
 
 
-def _load_problems(name: str, data_dir: str | Path | None) -> list[str]:
+def _check_loaded(report: CheckReport, spec: DatasetSpec, data_dir: str | Path | None,
+                  aux_periods: str) -> None:
+    """Load the dataset: a layout checked only by loading (bvae) reports its problems and
+    training counts; every dataset that loads reports its training input and seen shares."""
     try:
-        catalog.load_dataset(name, data_dir)
+        dataset = catalog.load_dataset(spec.name, data_dir, aux_periods)
     except DataError as exc:
-        return [str(exc)]
-    return []
+        if spec.layout == "bvae":
+            report.problems.append(str(exc))
+        return
+    if spec.layout == "bvae" and dataset.aux_periods == DEFAULT_AUX_PERIODS:
+        for behavior, expected in spec.counts.items():
+            found = int(dataset.train[behavior].nnz)
+            if expected is not None and found != expected:
+                report.problems.append(f"behavior '{behavior}': {found:,} training pairs, "
+                                       f"expected {expected:,}")
+    report.facts.append(training_input_line(dataset))
+    report.facts.append(format_seen_share(seen_share(dataset, "test")))
+
+
+def training_input_line(dataset: MultiBehaviorDataset) -> str:
+    """What the training matrices hold, and their pairs per behavior."""
+    counts = "; ".join(f"{b} {dataset.train[b].nnz:,}" for b in dataset.behaviors)
+    return f"training input: {describe_periods(dataset.aux_periods)} ({counts} pairs)"

@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from bench.data.cli import aux_periods_of
+from bench.data.periods import DEFAULT_AUX_PERIODS
 from bench.data.select import FolderOptions, load_datasets
 from bench.errors import ConfigError
 from bench.experiments.loader import Experiment, load_experiment
@@ -20,12 +22,13 @@ from bench.runner import RunPlan, plan_trials
 
 
 def experiment_datasets(experiment: Experiment, names: list[str] | None, data_dir: str | None,
-                        options: FolderOptions | None = None) -> list:
+                        options: FolderOptions | None = None,
+                        aux_periods: str = DEFAULT_AUX_PERIODS) -> list:
     """The datasets to run: the command line's (all must load; folders of your own data with
     ``options``), else the experiment's (those whose files are absent are skipped with a message)."""
     from bench.data import catalog
     if names:
-        return load_datasets(names, data_dir, options)
+        return load_datasets(names, data_dir, options, aux_periods)
     chosen = []
     for name in experiment.datasets:
         missing = catalog.missing_files(name, data_dir)
@@ -39,7 +42,7 @@ def experiment_datasets(experiment: Experiment, names: list[str] | None, data_di
         raise ConfigError(f"experiment {experiment.name}: none of its datasets "
                           f"({', '.join(experiment.datasets)}) is available; fetch one with "
                           "`bench data fetch NAME` or pass --datasets")
-    return load_datasets(chosen, data_dir)
+    return load_datasets(chosen, data_dir, aux_periods=aux_periods)
 
 
 def cli_overrides(args: argparse.Namespace, experiment: Experiment) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def plan_experiment(args: argparse.Namespace) -> tuple[RunPlan, list]:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     extra = cli_overrides(args, experiment)
     datasets = experiment_datasets(experiment, args.datasets, args.data_dir,
-                                   FolderOptions.from_args(args))
+                                   FolderOptions.from_args(args), aux_periods_of(args))
     cells = experiment.cells([d.name for d in datasets])
     if args.models:
         cells = [c for c in cells if set(c.models) & set(args.models)]

@@ -27,7 +27,7 @@ def bvae_folder(tmp_path):
         "click_valid": "1 5\n",
         "click_test": "2 5\n",
         "cart_train": "1 2\n",
-        "cart_test": "3 4\n",            # cart seen only in test: merged into training
+        "cart_test": "3 4\n",            # cart seen only in the test period
         "target_train": "1 2\n2 3\n3 4\n\n",
         "target_valid": "1 1\n",
         "target_test": "2 1\n3 5\n",
@@ -38,15 +38,36 @@ def test_default_prefixes():
     assert default_prefixes(BEHAVIORS) == {"click": "click", "cart": "cart", "purchase": "target"}
 
 
-def test_loads_and_merges_auxiliary_splits(bvae_folder):
+def test_training_input_is_the_training_period_by_default(bvae_folder):
     ds = load_bvae(bvae_folder, BEHAVIORS)
     assert (ds.n_users, ds.n_items) == (3, 5)
-    assert ds.train["click"].nnz == 6
-    assert set(zip(*ds.train["cart"].nonzero())) == {(0, 1), (2, 3)}
+    assert ds.aux_periods == "train"
+    assert set(zip(*ds.train["click"].nonzero())) == {(0, 0), (0, 1), (1, 2), (2, 3)}
+    assert set(zip(*ds.train["cart"].nonzero())) == {(0, 1)}
     assert ds.train["purchase"].nnz == 3
     assert list(zip(*ds.valid.nonzero())) == [(0, 0)]
     assert set(zip(*ds.test.nonzero())) == {(1, 0), (2, 4)}
     assert ds.name == "jd"
+
+
+@pytest.mark.parametrize("periods,clicks,carts", [
+    ("train+valid", {(0, 0), (0, 1), (1, 2), (2, 3), (0, 4)}, {(0, 1)}),
+    ("all", {(0, 0), (0, 1), (1, 2), (2, 3), (0, 4), (1, 4)}, {(0, 1), (2, 3)}),
+])
+def test_later_periods_of_auxiliary_behaviors_on_request(bvae_folder, periods, clicks, carts):
+    ds = load_bvae(bvae_folder, BEHAVIORS, aux_periods=periods)
+    assert ds.aux_periods == periods
+    assert set(zip(*ds.train["click"].nonzero())) == clicks
+    assert set(zip(*ds.train["cart"].nonzero())) == carts
+    # the target's later periods stay held out whatever the option
+    assert ds.train["purchase"].nnz == 3
+    assert set(zip(*ds.test.nonzero())) == {(1, 0), (2, 4)}
+
+
+def test_unknown_period_choice_names_the_option(bvae_folder):
+    from bench.errors import ConfigError
+    with pytest.raises(ConfigError, match="--aux-periods"):
+        load_bvae(bvae_folder, BEHAVIORS, aux_periods="future")
 
 
 def test_catalog_sizes_and_empty_valid(tmp_path):

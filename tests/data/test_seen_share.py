@@ -37,4 +37,4 @@ def test_stats_command_prints_the_share(capsys):
     from bench.data.cli import main
     assert main(["stats", "demo", "--patterns", "user"]) == 0
     out = capsys.readouterr().out
-    assert "test items the user already has under an auxiliary behavior (of 1,200): view" in out
+    assert "test items the user already has in the training input, per auxiliary behavior (of 1,200): view" in out

@@ -4,10 +4,12 @@ A folder holds, per behavior, ``<prefix>_train``, ``<prefix>_valid`` and ``<pref
 line is ``user item`` with 1-based ids; the target behavior's prefix is ``target``. A file may be
 empty (a behavior seen only in validation or test).
 
-Documented choice for the auxiliary behaviors' valid/test files: their pairs are merged into that
-behavior's training matrix, because the benchmark evaluates only the target behavior and an
-auxiliary interaction seen at any time is legitimate side information. The target's valid pairs
-become ``dataset.valid`` (``None`` if that file is empty) and its test pairs ``dataset.test``.
+The files split every behavior by period. The training input is the ``_train`` files of every
+behavior unless ``aux_periods`` (``bench.data.periods``) adds the auxiliary behaviors' ``_valid``
+(``train+valid``) or ``_valid`` and ``_test`` files (``all``): a model that reads an auxiliary
+behavior's test period sees the test period coming. The target's valid pairs become
+``dataset.valid`` (``None`` if that file is empty) and its test pairs ``dataset.test``; they never
+enter training.
 Users/items = the largest id seen in any file, unless the catalog gives the sizes.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import scipy.sparse as sp
 
 from bench.data.dataset import MultiBehaviorDataset
 from bench.data.layouts.common import dataset_folder
+from bench.data.periods import DEFAULT_AUX_PERIODS, auxiliary_splits
 from bench.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -74,9 +77,12 @@ def _raise_bad_line(path: Path, text: str) -> NoReturn:
 
 def load_bvae(folder: str | Path, behaviors: Sequence[str],
               prefixes: Mapping[str, str] | None = None, name: str | None = None,
-              n_users: int | None = None, n_items: int | None = None) -> MultiBehaviorDataset:
+              n_users: int | None = None, n_items: int | None = None,
+              aux_periods: str = DEFAULT_AUX_PERIODS) -> MultiBehaviorDataset:
     """Read a bvae folder; ``behaviors`` upstream -> target; ``prefixes`` maps each behavior to
-    its file prefix (default: own name, ``target`` for the target)."""
+    its file prefix (default: own name, ``target`` for the target); ``aux_periods`` which periods
+    of the auxiliary behaviors are training input (default: the training period only)."""
+    aux_splits = auxiliary_splits(aux_periods)
     folder, behaviors = dataset_folder(folder, behaviors)
     prefixes = dict(prefixes) if prefixes is not None else default_prefixes(behaviors)
     unknown = [b for b in behaviors if b not in prefixes]
@@ -95,14 +101,15 @@ def load_bvae(folder: str | Path, behaviors: Sequence[str],
     target = behaviors[-1]
     train = {}
     for behavior in behaviors:
-        splits = ("train",) if behavior == target else SPLITS
+        splits = ("train",) if behavior == target else aux_splits
         stacked = np.concatenate([pairs[(behavior, s)] for s in splits])
         train[behavior] = _matrix(stacked, shape)
     valid_pairs = pairs[(target, "valid")]
     valid = _matrix(valid_pairs, shape) if len(valid_pairs) else None
     test = _matrix(pairs[(target, "test")], shape)
     return MultiBehaviorDataset(name=name or folder.name, behaviors=behaviors, train=train,
-                                test=test, valid=valid, source=str(folder))
+                                test=test, valid=valid, source=str(folder),
+                                aux_periods=aux_periods)
 
 
 def _size(pairs: dict, column: int, given: int | None, what: str, folder: Path,

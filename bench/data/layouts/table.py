@@ -7,6 +7,11 @@ Files (delimiter from the extension: ``.csv`` comma, ``.tsv``/``.tab`` tab; or g
 - test: a header naming ``user`` and ``item``; each row is one held-out target interaction;
 - valid (optional): like test.
 
+A test or valid file may also name a ``behavior`` column: its target rows are the held-out split,
+its other rows that behavior's interactions of the validation or test period. Those enter the
+training input only when ``aux_periods`` says so (``bench.data.periods``; default: the training
+file alone), and such a dataset records which periods it read.
+
 The behavior order (upstream -> target) is given by the user, since a table cannot say it; every
 ordered behavior must occur in train and every behavior in train must be ordered, so a typo fails
 loudly instead of silently dropping data. User and item ids are arbitrary strings (compared as
@@ -24,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bench.data.dataset import MultiBehaviorDataset
+from bench.data.periods import DEFAULT_AUX_PERIODS, auxiliary_splits
 from bench.errors import DataError
 
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
@@ -101,8 +107,10 @@ def _index(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def load_csv_with_ids(train: str | Path, test: str | Path, behaviors: Sequence[str],
                       valid: str | Path | None = None, delimiter: str | None = None,
-                      name: str | None = None) -> tuple[MultiBehaviorDataset, IdMaps]:
+                      name: str | None = None, aux_periods: str = DEFAULT_AUX_PERIODS
+                      ) -> tuple[MultiBehaviorDataset, IdMaps]:
     """Read the csv layout; also return the original ids so results can be mapped back."""
+    aux_splits = auxiliary_splits(aux_periods)
     train, test = Path(train), Path(test)
     behaviors = tuple(b.strip() for b in behaviors)
     if not behaviors or not all(behaviors):
@@ -125,31 +133,80 @@ def load_csv_with_ids(train: str | Path, test: str | Path, behaviors: Sequence[s
     cols = _index(item_ids, frame["item"].to_numpy())
     kinds = frame["behavior"].to_numpy()
     matrices = {b: _matrix(rows[kinds == b], cols[kinds == b], shape) for b in behaviors}
-    test_matrix = _split(test, user_ids, item_ids, delimiter)
-    valid_matrix = _split(Path(valid), user_ids, item_ids, delimiter) if valid else None
+    test_matrix, test_aux = _split(test, user_ids, item_ids, delimiter, behaviors)
+    valid_matrix, valid_aux = (_split(Path(valid), user_ids, item_ids, delimiter, behaviors)
+                               if valid else (None, {}))
+    later = {"valid": valid_aux, "test": test_aux}
+    for split in aux_splits[1:]:
+        for behavior, extra in later[split].items():
+            matrices[behavior] = _matrix(*_nonzeros(matrices[behavior] + extra), shape)
+    has_periods = any(later.values())
     dataset = MultiBehaviorDataset(name=name or train.parent.name or train.stem,
                                    behaviors=behaviors, train=matrices, test=test_matrix,
-                                   valid=valid_matrix, source=str(train))
+                                   valid=valid_matrix, source=str(train),
+                                   aux_periods=aux_periods if has_periods else None)
     return dataset, IdMaps(users=tuple(user_ids.tolist()), items=tuple(item_ids.tolist()))
 
 
 def load_csv(train: str | Path, test: str | Path, behaviors: Sequence[str],
              valid: str | Path | None = None, delimiter: str | None = None,
-             name: str | None = None) -> MultiBehaviorDataset:
+             name: str | None = None, aux_periods: str = DEFAULT_AUX_PERIODS
+             ) -> MultiBehaviorDataset:
     """Read the csv layout (see the module docstring)."""
-    return load_csv_with_ids(train, test, behaviors, valid, delimiter, name)[0]
+    return load_csv_with_ids(train, test, behaviors, valid, delimiter, name, aux_periods)[0]
 
 
-def _split(path: Path, user_ids: np.ndarray, item_ids: np.ndarray,
-           delimiter: str | None) -> sp.csr_matrix:
-    frame = read_table(path, SPLIT_COLUMNS, delimiter)
+def _nonzeros(matrix: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    coo = sp.coo_matrix(matrix)
+    return coo.row, coo.col
+
+
+def _has_behavior_column(path: Path, delimiter: str | None) -> bool:
+    sep = delimiter_for(path, delimiter)
+    try:
+        header = pd.read_csv(path, sep=sep, dtype=str, nrows=0, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+        return False             # read_table names what is wrong with the file
+    return "behavior" in [str(c).strip().lower() for c in header.columns]
+
+
+def _split(path: Path, user_ids: np.ndarray, item_ids: np.ndarray, delimiter: str | None,
+           behaviors: Sequence[str]) -> tuple[sp.csr_matrix, dict[str, sp.csr_matrix]]:
+    """The held-out target pairs of a test/valid file, and, where the file has a ``behavior``
+    column, the auxiliary behaviors' pairs of that period (behavior -> matrix; empty ones left
+    out)."""
+    if not (path.is_file() and _has_behavior_column(path, delimiter)):
+        return _pairs_matrix(read_table(path, SPLIT_COLUMNS, delimiter), path, user_ids,
+                             item_ids), {}
+    frame = read_table(path, (*SPLIT_COLUMNS, "behavior"), delimiter)
+    kinds = frame["behavior"].to_numpy()
+    unknown = sorted(set(kinds) - set(behaviors))
+    if unknown:
+        raise DataError(f"{path}: column 'behavior' has value(s) {unknown} outside the behavior "
+                        f"order {list(behaviors)}; fix the file or --behaviors")
+    target = behaviors[-1]
+    held = _pairs_matrix(frame[kinds == target], path, user_ids, item_ids)
+    aux = {}
+    for behavior in behaviors[:-1]:
+        rows = frame[kinds == behavior]
+        if len(rows):
+            aux[behavior] = _pairs_matrix(rows, path, user_ids, item_ids)
+    if held.nnz == 0:
+        raise DataError(f"{path}: no row of the target behavior '{target}'; the file must hold "
+                        "the held-out target interactions")
+    return held, aux
+
+
+def _pairs_matrix(frame: pd.DataFrame, path: Path, user_ids: np.ndarray,
+                  item_ids: np.ndarray) -> sp.csr_matrix:
     rows = _index(user_ids, frame["user"].to_numpy())
     cols = _index(item_ids, frame["item"].to_numpy())
     for what, idx, column in (("user", rows, "user"), ("item", cols, "item")):
         unknown = np.flatnonzero(idx < 0)
         if len(unknown):
             first = int(unknown[0])
-            raise DataError(f"{path}, line {first + 2}: {what} '{frame[column].iloc[first]}' does "
+            line = int(frame.index[first]) + 2
+            raise DataError(f"{path}, line {line}: {what} '{frame[column].iloc[first]}' does "
                             f"not occur in the training file ({len(unknown):,} unknown {what} "
                             f"row(s)); a model can only rank known users and items")
     return _matrix(rows, cols, (len(user_ids), len(item_ids)))
