@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_perf_parser(sub)
     add_speedcheck_parser(sub)
+    from bench.commands.campaign import add_campaign_parser
+    add_campaign_parser(sub)
     return parser
 
 
@@ -125,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "speedcheck":
             from bench.commands.speedcheck import command_speedcheck
             return command_speedcheck(args)
+        if args.command == "campaign":
+            from bench.commands.campaign import command_campaign
+            return command_campaign(args)
         if args.command == "data":
             return args.handler(args)
     except BenchError as err:

@@ -20,7 +20,7 @@ import json
 from typing import Any, Sequence
 
 from bench.models.registry import get_model
-from bench.runner import Trial
+from bench.trials import Trial
 
 
 def _signature(value: Any, structure) -> Any:
