@@ -249,6 +249,7 @@ def unpack(folder: Path, results_dir: Path) -> Merge:
             new = [line for line in data.splitlines() if line.strip() and line not in have]
             if new:
                 atomic_write_bytes(target, b"".join(l + b"\n" for l in have + new))
+                merge.written.append(rel)
             merge.log_lines += len(new)
         elif target.exists():
             merge.identical.append(rel)
