@@ -1,7 +1,7 @@
 """Bring a campaign's results back through a narrow channel, and merge them in safely.
 
 ``bundle`` packs what a campaign made (the records its log names with their per-user and ranks
-files, the perf records written since it started, every checkpoint in flight, and the log) into
+files, the perf records, every checkpoint in flight, and the log) into
 one tar stream cut into at most ``MAX_PARTS`` parts of at most ``PART_BYTES``, beside a
 ``manifest.json`` with the sha256 of every part and every file: ``MAX_PARTS + 1`` files at most.
 
@@ -67,22 +67,22 @@ def kind_of(path: str) -> str | None:
 # ---- packing --------------------------------------------------------------------------------------
 def campaign_files(results_dir: Path) -> list[Path]:
     """What the campaign logged in ``results_dir``: its records with their per-user and ranks
-    files, perf records written since its first event, checkpoints in flight, and the log."""
+    files, the perf records, checkpoints in flight, and the log."""
     results_dir = Path(results_dir)
     log = log_path(results_dir)
     if not log.exists():
         raise ConfigError(f"{log}: no campaign log; run `bench campaign run` first (it writes "
                           "the log the bundle packs from)")
     events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    began = min((e["unix_time"] for e in events if "unix_time" in e), default=None)
     chosen: list[Path] = []
     for event in events:
         for rel in event.get("records", []):
             record = results_dir / rel
             chosen += [p for p in (record, per_user_path(record), ranks_path(record)) if p.exists()]
-    if began is not None:
-        chosen += [p for p in sorted(results_dir.glob("perf/*/*.json"))
-                   if p.stat().st_mtime >= began - 1]
+    # every perf record (a few hundred KiB in all): those a window wrote before the campaign
+    # started (``bench perf``, the speed check's profile) come back too; unpack skips the
+    # ones already stored
+    chosen += sorted(results_dir.glob("perf/*/*.json"))
     chosen += sorted(results_dir.glob("scratch/*/checkpoint.pt"))
     chosen.append(log)
     return list(dict.fromkeys(chosen))

@@ -5,7 +5,9 @@ CUDA graphs on and off (``bench perf`` measurements, each written as a perf reco
 milliseconds and operators per step. With ``--train`` it also trains COPF on Taobao for 5 seeds x
 200 epochs as one seed batch (``bench run --seed-batch``, ordinary records) and prints the wall
 time. On the CPU (``--device cpu``) the same script runs end to end on smaller sizes: the ``demo``
-dataset, fewer timed steps and 2 training epochs, unless told otherwise.
+dataset, fewer timed steps and 2 training epochs, unless told otherwise. With ``--profile`` it also
+writes a kernel-level (on the CPU: operator-level) profile of COPF's S-run step
+(``bench.step_profile``) as a small perf record.
 """
 from __future__ import annotations
 
@@ -46,6 +48,14 @@ def add_speedcheck_parser(sub) -> None:
                         "and print the wall time")
     p.add_argument("--epochs", type=int, help="epochs of --train (default 200 on a GPU, 2 on the "
                                               "CPU)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile --profile-steps steps of COPF's --seeds-run batch with "
+                        "torch.profiler and write a small summary (kernels or operators per step, "
+                        "time by name, share in sparse products, idle gaps) as a perf record")
+    p.add_argument("--profile-steps", type=int, default=5, metavar="N",
+                   help="steps the profile records (default 5)")
+    p.add_argument("--profile-only", action="store_true",
+                   help="only the profile: skip the timed measurements")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--data-dir")
 
@@ -64,7 +74,7 @@ def command_speedcheck(args: argparse.Namespace) -> int:
     dataset, = load_datasets(args.datasets or [sizes["dataset"]], args.data_dir)
     graph_modes = ["auto", "off"] if device.type == "cuda" else ["off"]
     rows = []
-    for name in args.models:
+    for name in [] if args.profile_only else args.models:
         for members in sorted({1, args.seeds}):
             for graphs in graph_modes:
                 m = perf_model(name, dataset, device, steps, {}, repeats=1, seed_batch=members,
@@ -74,12 +84,41 @@ def command_speedcheck(args: argparse.Namespace) -> int:
                 rows.append((name, members, "on" if m.get("cuda_graphs") else "off",
                              1000 * m["seconds_per_step_median"], m["ops_per_step"],
                              m.get("ops_ratio"), 1000 * m["evaluation_seconds_median"], path.name))
-    print(f"speed check on {device} ({dataset.name}), {steps} timed steps per measurement:")
-    print(tabulate(rows, headers=["model", "runs", "CUDA graphs", "ms / step", "ops / step",
-                                  "ops vs 1 run", "ms / evaluation", "record"], floatfmt=".2f"))
+    if rows:
+        print(f"speed check on {device} ({dataset.name}), {steps} timed steps per measurement:")
+        print(tabulate(rows, headers=["model", "runs", "CUDA graphs", "ms / step", "ops / step",
+                                      "ops vs 1 run", "ms / evaluation", "record"], floatfmt=".2f"))
+    if args.profile or args.profile_only:
+        if args.profile_steps < 1:
+            raise ConfigError(f"--profile-steps must be at least 1, got {args.profile_steps}")
+        for graphs in graph_modes:
+            profile_check(dataset, device, args.seeds, args.profile_steps, graphs,
+                          args.results_dir)
     if args.train:
         train_check(dataset, device, args.seeds, epochs, args.results_dir)
     return 0
+
+
+def profile_check(dataset, device, seeds: int, steps: int, cuda_graphs: str,
+                  results_dir: Path) -> Path:
+    """Profile COPF's ``seeds``-run step and write the summary as a perf record; print its gist."""
+    from bench.step_profile import profile_step
+    measurement = profile_step("copf", dataset, device, steps, seeds, cuda_graphs)
+    path = write_perf_record(results_dir, dataset, device, measurement)
+    summary = measurement["profile"]
+    idle = summary["idle"]
+    per_step = summary.get("device_us_per_step", summary.get("host_us_per_step"))
+    kernels = summary.get("kernels_per_step")
+    print(f"profile of COPF x{seeds} on {device} ({dataset.name}), {steps} steps, CUDA graphs "
+          f"{'on' if summary['cuda_graphs'] else 'off'}: {summary['operators_per_step']} "
+          f"operators" + (f", {kernels} kernels" if kernels is not None else "")
+          + f" per step; {per_step / 1000:.2f} ms of {summary['timing']} per step; sparse "
+          f"products {100 * (summary['sparse_share'] or 0):.1f}%; idle {idle['what']}: "
+          f"{100 * (idle['idle_share'] or 0):.1f}% -> {path}")
+    print(tabulate([(r["name"], r["us"] / steps / 1000, 100 * (r["share"] or 0))
+                    for r in summary["by_name"][:10]],
+                   headers=["name", "ms / step", "% of time"], floatfmt=".2f"))
+    return path
 
 
 def train_check(dataset, device, seeds: int, epochs: int, results_dir: Path) -> None:
