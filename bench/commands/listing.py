@@ -12,7 +12,8 @@ from bench.models.registry import DECODERS, ENCODERS, MODELS, get_model, load_bu
 def borrowed_defaults() -> dict[str, str]:
     """Datasets that borrow another's per-dataset defaults, and from which."""
     from bench.data.catalog import CATALOG
-    return {name: spec.defaults_like for name, spec in CATALOG.items() if spec.defaults_like}
+    return {f"{name} with {k} behaviors": source for name, spec in CATALOG.items()
+            for k, source in spec.defaults_like.items()}
 
 
 def _first_line(text: str | None) -> str:
@@ -49,8 +50,7 @@ def command_list(args: argparse.Namespace) -> int:
             per_dataset = {d: o[name] for d, o in spec.dataset_defaults.items() if name in o}
             per_dataset.update({f"{d} (inferred: {src}'s)": spec.dataset_defaults[src][name]
                                 for d, src in borrowed_defaults().items()
-                                if d not in spec.dataset_defaults
-                                and name in spec.dataset_defaults.get(src, {})})
+                                if name in spec.dataset_defaults.get(src, {})})
             note = " (inferred)" if name in spec.inferred else ""
             extra = "; ".join(f"{d}: {v}" for d, v in per_dataset.items())
             rows.append((name, f"{default}{note}", p.kind.__name__, p.describe_range(), extra, p.help))

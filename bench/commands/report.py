@@ -48,6 +48,14 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="which records: paper (best-on-test, the default for experiments) or "
                         "honest (validation-selected); summary: no filter unless given")
     p.add_argument("--format", choices=("md", "csv", "latex", "plain"), default="md")
+    p.add_argument("--metrics", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   help="tables: the metric columns, NAME@K with NAME one of HR, NDCG, Recall, "
+                        "Precision, MRR and any K (default: the experiment's); a metric a "
+                        "record does not hold comes from its stored ranks")
+    p.add_argument("--split", choices=("seen",),
+                   help="tables: add each row's metrics on the test items its training input "
+                        "already held under an auxiliary behavior (seen) and on the others "
+                        "(novel), with the seen share")
     p.add_argument("--std", action="store_true", help="show the std over runs beside each mean")
     p.add_argument("--test", dest="seed_test", choices=("paired", "welch"), default="paired",
                    help="test over runs behind the star: paired t-test by run index (default) "
@@ -219,9 +227,15 @@ def _options(args, experiment=None):
     if args.alpha <= 0 or args.alpha >= 1:
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
     protocol = args.protocol or (experiment.protocol if experiment is not None else "paper")
+    from bench.data.cli import aux_periods_of
+    from bench.evaluate import parse_metric
+    metrics = getattr(args, "metrics", None) or None
+    for metric in metrics or ():
+        parse_metric(metric)
     return Options(protocol=protocol, rule=args.rule, seed_test=args.seed_test,
                    user_test=args.user_test, alpha=args.alpha, epochs=args.epochs, std=args.std,
-                   show_paper=not args.no_paper, datasets=args.datasets)
+                   show_paper=not args.no_paper, datasets=args.datasets, metrics=metrics,
+                   split=getattr(args, "split", None), aux_periods=aux_periods_of(args))
 
 
 def build_report(experiment, args: argparse.Namespace, fmt: str,

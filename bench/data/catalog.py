@@ -77,8 +77,9 @@ class DatasetSpec:
     paper_interactions: float | None = None  # Table 1 prints only a rounded total
     origin: str = ""
     # A dataset no release publishes settings for takes the per-dataset defaults of the named
-    # dataset whose behaviors it mirrors (an inference, said in `bench list params`).
-    defaults_like: str | None = None
+    # dataset whose behaviors it mirrors (an inference, said in `bench list params`), by the
+    # number of behaviors its models train on.
+    defaults_like: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -95,6 +96,12 @@ class DatasetSpec:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    @property
+    def trained_behaviors(self) -> tuple[str, ...]:
+        """The behaviors models train on under the default periods: those expected to have
+        training pairs (``bench.data.select`` drops an empty auxiliary behavior)."""
+        return tuple(b for b in self.behaviors if self.counts.get(b) != 0)
 
     @property
     def verifiable(self) -> bool:
@@ -174,7 +181,7 @@ CATALOG: dict[str, DatasetSpec] = {
         name="jd", behaviors=_JD, layout="bvae", users=10_690, items=13_465,
         counts={"click": 217_977, "favourite": 7_380, "cart": 0, "purchase": 60_967},
         prefixes={"click": "click", "favourite": "favourite", "cart": "cart", "purchase": "target"},
-        origin="WitnessForest/BVAE BVAE/Dataset/JD", defaults_like="tmall",
+        origin="WitnessForest/BVAE BVAE/Dataset/JD", defaults_like={3: "taobao", 4: "tmall"},
         files=tuple(
             FileSpec(name=f"{prefix}_{split}", url=f"{BVAE_RAW}/{prefix}_{split}",
                      behavior=behavior, split=split,
@@ -187,11 +194,13 @@ CATALOG: dict[str, DatasetSpec] = {
 }
 
 
-def defaults_source(name: str) -> str | None:
-    """The dataset whose per-dataset model defaults ``name`` borrows (JD: Tmall's, whose four
-    behaviors click -> collect -> cart -> buy it mirrors); None for the others."""
+def defaults_source(name: str, n_behaviors: int | None) -> str | None:
+    """The dataset whose per-dataset model defaults ``name`` borrows with ``n_behaviors``
+    behaviors; None for the others. JD trains on click -> favourite -> purchase by default (its
+    cart has no training pair), Taobao's pv -> cart -> buy shape; with every period its four
+    behaviors mirror Tmall's click -> collect -> cart -> buy."""
     spec = CATALOG.get(name)
-    return spec.defaults_like if spec is not None else None
+    return spec.defaults_like.get(n_behaviors) if spec is not None else None
 
 
 def names() -> list[str]:

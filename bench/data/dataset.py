@@ -149,6 +149,20 @@ class MultiBehaviorDataset:
                                     test=self.test, valid=valid, source=f"{self.source}{suffix}",
                                     aux_periods=self.aux_periods)
 
+    def without_empty_behaviors(self) -> "MultiBehaviorDataset":
+        """The dataset without the auxiliary behaviors that have no training pair (JD's cart has
+        none in its training period): a model learns nothing from them, and its per-behavior
+        samplers need pairs to draw. The same object when nothing is empty."""
+        empty = [b for b in self.behaviors[:-1] if self.train[b].nnz == 0]
+        if not empty:
+            return self
+        kept = tuple(b for b in self.behaviors if b not in empty)
+        return MultiBehaviorDataset(name=self.name, behaviors=kept,
+                                    train={b: self.train[b] for b in kept}, test=self.test,
+                                    valid=self.valid,
+                                    source=f"{self.source} (without empty {', '.join(empty)})",
+                                    aux_periods=self.aux_periods)
+
     def describe(self) -> str:
         counts = ", ".join(f"{b} {self.train[b].nnz:,}" for b in self.behaviors)
         return (f"{self.name}: {self.n_users:,} users x {self.n_items:,} items; {counts}; "

@@ -94,11 +94,12 @@ def dataset_name(entry: str, options: FolderOptions | None) -> str:
 
 
 def behaviors_of(name: str) -> tuple[str, ...]:
-    """The behavior order of a dataset by name: a folder named on this command line, else the
-    catalog's entry (an unknown name lists the known ones)."""
+    """The behavior order models train on, by dataset name: a folder named on this command line,
+    else the catalog's entry without the behaviors it expects to have no training pair under the
+    default periods (an unknown name lists the known ones)."""
     if name in _FOLDER_BEHAVIORS:
         return _FOLDER_BEHAVIORS[name]
-    return catalog.get(name).behaviors
+    return catalog.get(name).trained_behaviors
 
 
 def load_folder(entry: str | Path, options: FolderOptions,
@@ -173,7 +174,7 @@ def load_datasets(entries: Sequence[str], data_dir: str | None,
             _FOLDER_SOURCES[dataset.name] = (str(Path(entry).resolve()), options)
         else:
             dataset = catalog.load_dataset(entry, data_dir, aux_periods)
-        datasets.append(dataset)
+        datasets.append(dataset.without_empty_behaviors())
     return datasets
 
 
@@ -188,8 +189,8 @@ def load_dataset_again(name: str, data_dir: str | None,
                        aux_periods: str = DEFAULT_AUX_PERIODS) -> MultiBehaviorDataset:
     """A dataset by catalog name, or from the folder ``source`` names (worker processes)."""
     if source is not None:
-        return load_folder(*source, aux_periods)
-    return catalog.load_dataset(name, data_dir, aux_periods)
+        return load_folder(*source, aux_periods).without_empty_behaviors()
+    return catalog.load_dataset(name, data_dir, aux_periods).without_empty_behaviors()
 
 
 def _unknown_message(unknown: list[str]) -> str:

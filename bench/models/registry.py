@@ -63,19 +63,21 @@ class ModelSpec:
                     digest.update(klass.__qualname__.encode())
         return f"{self.version}-{digest.hexdigest()[:10]}"
 
-    def own_dataset_defaults(self, dataset: str) -> Mapping[str, Any]:
+    def own_dataset_defaults(self, dataset: str,
+                             n_behaviors: int | None = None) -> Mapping[str, Any]:
         """This model's per-dataset defaults for ``dataset``, borrowed where the catalog says so."""
         if dataset in self.dataset_defaults:
             return self.dataset_defaults[dataset]
         from bench.data.catalog import defaults_source
-        source = defaults_source(dataset)
+        source = defaults_source(dataset, n_behaviors)
         return self.dataset_defaults.get(source, {}) if source else {}
 
     def resolve(self, dataset: str, n_behaviors: int | None,
                 overrides: Mapping[str, Any] = ()) -> dict[str, Any]:
         """Defaults < model defaults < per-dataset defaults < user overrides, validated. A dataset
         without defaults of its own borrows those of the dataset the catalog names for it."""
-        layers = [self.defaults, self.own_dataset_defaults(dataset), dict(overrides or {})]
+        layers = [self.defaults, self.own_dataset_defaults(dataset, n_behaviors),
+                  dict(overrides or {})]
         return resolve(self.param_specs(), layers, where=f"{self.name}: ", n_behaviors=n_behaviors)
 
 

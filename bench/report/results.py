@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from bench.data.periods import DEFAULT_AUX_PERIODS
 from bench.experiments.loader import Cell
 from bench.experiments.resolve import NOT_REGISTERED, ResolvedCell, resolve_cell
 from bench.records import (FAILURE_SUFFIX, Damaged, canonical_json, iter_records,
@@ -49,13 +50,21 @@ class CellResult:
         return [r["config"]["run"] for _, r in self.records]
 
     def values(self, metric: str) -> dict[int, float]:
-        """Per run: the metric of the main selection under full ranking and the chosen rule."""
+        """Per run: the metric of the main selection under full ranking and the chosen rule,
+        from the record, or from its ranks file for a metric the record does not hold (runs
+        whose record has neither are left out and named by ``without``)."""
+        from bench.report.ranked import record_metric
         out = {}
-        for _, record in self.records:
-            block = record["metrics"][record["main_selection"]]
-            entry = block.get(f"full/{self.rule}") or block["full/default"]
-            out[record["config"]["run"]] = float(entry[metric])
+        for path, record in self.records:
+            value = record_metric(path, record, metric, self.rule)
+            if value is not None:
+                out[record["config"]["run"]] = value
         return out
+
+    def without(self, metric: str) -> list[Path]:
+        """The records that can give ``metric`` neither themselves nor from stored ranks."""
+        from bench.report.ranked import record_metric
+        return [p for p, r in self.records if record_metric(p, r, metric, self.rule) is None]
 
     def per_user(self, metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Per run: (user ids, per-user values) of the main selection, full ranking, chosen rule.
@@ -124,7 +133,10 @@ class ResultIndex:
         return sum(len(v) for v in self.records.values())
 
     def find(self, cell: Cell, protocol: str = "paper", rule: str = "auto",
-             epochs: int | None = None, resolved: ResolvedCell | None = None) -> CellResult:
+             epochs: int | None = None, resolved: ResolvedCell | None = None,
+             aux_periods: str = DEFAULT_AUX_PERIODS) -> CellResult:
+        """The cell's records under ``protocol``; on data with periods only those trained on
+        ``aux_periods`` (records of data without periods always qualify)."""
         resolved = resolved or resolve_cell(cell)
         rule = ("paper" if protocol == "paper" else "default") if rule == "auto" else rule
         result = CellResult(cell, resolved, protocol, rule)
@@ -134,7 +146,8 @@ class ResultIndex:
             return result
         key = (cell.dataset, resolved.model)
         candidates = [(p, r) for p, r in self.records.get(key, [])
-                      if r["config"]["protocol"] == protocol]
+                      if r["config"]["protocol"] == protocol
+                      and record_periods(r) in (None, aux_periods)]
         if not candidates:
             result.reason = self._why_absent(cell, resolved, protocol)
             return result
@@ -186,6 +199,19 @@ class ResultIndex:
             return "failed"
         status = dataset_status(cell.dataset, self.data_dir)
         return status if status else "not run"
+
+
+def record_periods(record: dict) -> str | None:
+    """The periods of the auxiliary behaviors a record trained on (None: its data has none). A
+    record of a bvae dataset made before periods were an option trained on every period."""
+    config = record["config"]
+    if "aux_periods" in config:
+        return config["aux_periods"]
+    if "training_input" in record:
+        return (record["training_input"] or {}).get("aux_periods")
+    from bench.data import catalog
+    spec = catalog.CATALOG.get(config.get("dataset"))
+    return "all" if spec is not None and spec.layout == "bvae" else None
 
 
 def dataset_status(name: str, data_dir: str | None) -> str | None:
@@ -251,9 +277,10 @@ def is_stale(config: dict, current: str | None) -> bool:
 
 
 def collect(cells: Iterable[Cell], index: ResultIndex, protocol: str, rule: str = "auto",
-            epochs: int | None = None) -> list[CellResult]:
-    return [index.find(c, protocol, rule, epochs) for c in cells]
+            epochs: int | None = None,
+            aux_periods: str = DEFAULT_AUX_PERIODS) -> list[CellResult]:
+    return [index.find(c, protocol, rule, epochs, aux_periods=aux_periods) for c in cells]
 
 
 __all__ = ["CellResult", "NOT_REGISTERED", "ResultIndex", "collect", "configuration_key",
-           "current_code_version", "dataset_status", "is_stale"]
+           "current_code_version", "dataset_status", "is_stale", "record_periods"]

@@ -116,9 +116,12 @@ DERIVED = ("encoder", "decoder", "inferred_defaults")
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
     """The settings of a configuration under short names, in the order a row names them:
     ``epochs``, the other parameters by name, the evaluation's as ``eval.<name>``, ``base_seed``,
-    ``data`` (fingerprint), ``code`` (version), then the derived fields."""
+    ``data`` (fingerprint), ``code`` (version), then the derived fields; ``aux_periods`` first
+    after ``epochs`` where the data has periods (what the training input held)."""
     params = dict(config.get("params", {}))
     out: dict[str, Any] = {"epochs": params.pop("epochs", None)}
+    if "aux_periods" in config:
+        out["aux_periods"] = config["aux_periods"]
     out.update(sorted(params.items()))
     out.update({f"eval.{k}": v for k, v in sorted((config.get("evaluation") or {}).items())})
     out["base_seed"] = config.get("base_seed")

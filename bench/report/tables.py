@@ -17,7 +17,9 @@ import numpy as np
 
 from bench.experiments.loader import Experiment
 from bench.report.paper import PaperTable, paper_dataset_stats, paper_table
+from bench.data.periods import DEFAULT_AUX_PERIODS
 from bench.report.results import CellResult, ResultIndex
+from bench.report.split import SplitStat, render_split, split_stat, training_input_lines
 from bench.report.significance import SEED_TESTS, USER_TESTS, Significance, seed_test, user_test
 
 STAR = "★"      # the proposed row is significantly better than the best baseline
@@ -38,6 +40,9 @@ class Options:
     std: bool = False
     show_paper: bool = True
     datasets: Sequence[str] | None = None
+    metrics: Sequence[str] | None = None     # None: the experiment's
+    split: str | None = None                 # "seen": add the seen / novel split of every row
+    aux_periods: str = DEFAULT_AUX_PERIODS   # which records of data with periods
 
     @property
     def resolved_rule(self) -> str:
@@ -87,10 +92,11 @@ class TableResult:
     comparisons: dict[tuple[str, str, str], Comparison]
     paper: PaperTable | None
     notes: list[str] = field(default_factory=list)
+    split: dict[tuple[str, str], "SplitStat"] = field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return self.experiment.metrics
+        return tuple(self.options.metrics or self.experiment.metrics)
 
     @property
     def labels(self) -> list[str]:
@@ -111,23 +117,28 @@ class TableResult:
 # ---- building -----------------------------------------------------------------------------------
 def build_table(experiment: Experiment, index: ResultIndex, options: Options) -> TableResult:
     datasets = list(options.datasets or experiment.datasets)
+    metrics = tuple(options.metrics or experiment.metrics)
     cells, stats = {}, {}
     for cell in experiment.cells(datasets):
-        found = index.find(cell, options.protocol, options.rule, options.epochs)
+        found = index.find(cell, options.protocol, options.rule, options.epochs,
+                           aux_periods=options.aux_periods)
         cells[(cell.label, cell.dataset)] = found
-        for metric in experiment.metrics:
+        for metric in metrics:
             s = stat_of(found.values(metric)) if found.records else None
             if s is not None:
                 stats[(cell.label, cell.dataset, metric)] = s
     result = TableResult(experiment, options, datasets, cells, stats, {},
                          paper_table(experiment.paper))
+    if options.split == "seen":
+        result.split = {key: split_stat(cell, options.resolved_rule, metrics, index.data_dir)
+                        for key, cell in cells.items() if cell.records}
     groups: dict[str, list] = {}
     for row in experiment.rows:
         groups.setdefault(row.group, []).append(row)
     for group, rows in groups.items():
         proposed = next((r.label for r in rows if r.role == "proposed"), None)
         for dataset in datasets:
-            for metric in experiment.metrics:
+            for metric in metrics:
                 comp = Comparison(group, dataset, metric, proposed=proposed)
                 scored = [(r, result.stat(r.label, dataset, metric)) for r in rows]
                 scored = [(r, s) for r, s in scored if s is not None]
@@ -305,6 +316,14 @@ def legend_lines(result: TableResult) -> list[str]:
     if exp.rel_impr:
         lines.append("Rel. Impr.: the proposed row over the best baseline of each column "
                      "(ours, and the paper's printed value; Δ in percentage points).")
+    lines += training_input_lines(result.cells, result.datasets)
+    missing = sorted({str(p) for cell in result.cells.values() for m in result.metrics
+                      for p in cell.without(m)})
+    if missing:
+        lines.append(f"{len(missing)} record(s) hold neither a metric of the table nor the ranks "
+                     "to compute it (made before ranks were stored); their runs are left out "
+                     "of those cells: " + ", ".join(missing[:5])
+                     + (" ..." if len(missing) > 5 else ""))
     return lines
 
 
@@ -376,6 +395,8 @@ def render_markdown(result: TableResult) -> str:
     sig_header, sig_body = significance_grid(result)
     if sig_body:
         out += ["", "Significance (proposed vs best baseline):", "", _md_table(sig_header, sig_body)]
+    if result.options.split:
+        out += ["", render_split(result, "md")]
     notes = note_lines(result)
     if notes:
         out += ["", "Notes:"] + [f"- {n}" for n in notes]
@@ -394,6 +415,8 @@ def render_plain(result: TableResult) -> str:
     if sig_body:
         out += ["", tabulate(sig_body, headers=sig_header, tablefmt="simple",
                              disable_numparse=True)]
+    if result.options.split:
+        out += ["", render_split(result, "plain")]
     out += [f"note: {n}" for n in note_lines(result)]
     return "\n".join(out) + "\n"
 
@@ -433,6 +456,9 @@ def render_latex(result: TableResult) -> str:
                 "\\toprule", " & ".join(_tex(h) for h in sig_header) + " \\\\", "\\midrule"]
         out += [" & ".join(_tex(c) for c in line) + " \\\\" for line in sig_body]
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    if result.options.split:
+        out += ["", "% seen / novel split (see the md or plain format for its table):"]
+        out += ["% " + _tex(line) for line in render_split(result, "plain").splitlines()]
     notes = note_lines(result)
     if notes:
         out += ["% " + _tex(n) for n in notes]
@@ -468,6 +494,8 @@ def render_csv(result: TableResult) -> str:
                             _num(comp.rel_impr if is_prop else None), _num(paper),
                             _num(s.mean - paper if s and paper is not None else None),
                             cell.reason or "", cell.detail])
+    if result.options.split:
+        buf.write("\n" + render_split(result, "csv"))
     return buf.getvalue()
 
 
