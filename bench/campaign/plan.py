@@ -20,6 +20,7 @@ import torch
 
 from bench.campaign.estimate import Estimate, RecordIndex, estimate_group
 from bench.campaign.priority import Entry
+from bench.errors import ConfigError
 from bench.experiments.loader import load_experiment
 from bench.experiments.plan import plan_experiment
 from bench.experiments.resolve import NOT_REGISTERED, resolve_cell
@@ -111,8 +112,13 @@ def build_plan(entries: Sequence[Entry], args: argparse.Namespace, kind: str, bu
         plan.not_registered += [(entry.label, row) for row in missing if row not in listed]
         if entry.models and len(missing) == len(entry.models):
             continue            # nothing registered in this entry: planning would find no row
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            part, _ = plan_experiment(_entry_args(entry, args))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                part, _ = plan_experiment(_entry_args(entry, args))
+        except ConfigError as err:
+            raise ConfigError(f"priority entry '{entry.label}' (experiment {entry.experiment}): "
+                              f"{err}") from None
         plan.stored += sum(1 for t in part.stored if t.run_id not in seen)
         seen.update(t.run_id for t in part.stored)
         todo = [t for t in part.trials if t.run_id not in seen]

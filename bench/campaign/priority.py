@@ -79,7 +79,8 @@ def load_priority(path: Path | str | None = None) -> list[Entry]:
 def select(entries: Sequence[Entry], experiments: Sequence[str] | None,
            datasets: Sequence[str] | None) -> list[Entry]:
     """The entries of the named experiments, narrowed to ``datasets`` (an entry whose datasets
-    do not meet them is dropped; an entry with none takes them)."""
+    do not meet them is dropped; an entry with none takes them); a named experiment no entry
+    lists is planned whole after them."""
     chosen = []
     for entry in entries:
         if experiments and entry.experiment not in experiments:
@@ -90,6 +91,10 @@ def select(entries: Sequence[Entry], experiments: Sequence[str] | None,
                 continue
             entry = Entry(entry.label, entry.experiment, kept, entry.models, entry.overrides)
         chosen.append(entry)
+    listed = {e.experiment for e in entries}
+    for name in experiments or []:
+        if name not in listed:        # an experiment the file does not rank comes last, whole
+            chosen.append(Entry(name, name, tuple(datasets or ())))
     if not chosen:
         raise ConfigError(f"no priority entry matches --experiments {','.join(experiments or [])}"
                           f" and --datasets {','.join(datasets or [])}; the priority file's "

@@ -119,6 +119,8 @@ def command_run(args: argparse.Namespace) -> int:
     from bench.data.select import load_datasets
     from bench.folders import writable_folder
     from bench.runner import resolve_device
+    import time
+    began = time.monotonic()        # the budget counts planning and loading too
     device = resolve_device(args.device)
     writable_folder(args.results_dir, "--results-dir")
     kind = device.type
@@ -126,7 +128,8 @@ def command_run(args: argparse.Namespace) -> int:
     print_plan(plan, kind)
     names = sorted({g.trials[0].dataset for g in plan.fitting()})
     datasets = {d.name: d for d in load_datasets(names, args.data_dir)} if names else {}
-    outcome = run_campaign(plan, datasets, device, args.results_dir, args.budget,
+    left = args.budget - (time.monotonic() - began)
+    outcome = run_campaign(plan, datasets, device, args.results_dir, left,
                            args.checkpoint_every, args.concurrent, args.cuda_graphs)
     for gid in outcome.trained:
         print(f"trained  {gid}")

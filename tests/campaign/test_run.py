@@ -129,3 +129,23 @@ def test_pretraining_is_untouched_outside_a_resume(tmp_path):
     with pretraining_skipped():
         assert all(f is not before[k] for k, f in pretrain.PRETRAINERS.items())
     assert pretrain.PRETRAINERS == before
+
+
+def test_concurrent_groups_each_write_their_records(tmp_path):
+    results = tmp_path / "results"
+    priority = write_priority(tmp_path, write_experiment(tmp_path, ["mf-bpr", "lightgcn"],
+                                                         epochs=2))
+    for model in ("mf-bpr", "lightgcn"):
+        write_perf(results, model, 0.01)
+    assert main(["campaign", "run", "--priority", str(priority), "--budget", "100", "--device",
+                 "cpu", "--results-dir", str(results), "--concurrent", "2"]) == 0
+    assert sorted(p.parent.name for p in _records(results)) == ["lightgcn", "mf-bpr"]
+
+
+def test_an_unknown_priority_field_names_the_file_and_entry(tmp_path):
+    from bench.campaign.priority import load_priority
+    from bench.errors import ConfigError
+    path = tmp_path / "p.toml"
+    path.write_text('[[entry]]\nexperiment = "table2"\nmodel = ["copf"]\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: entry 1: unknown field\(s\) model"):
+        load_priority(path)
