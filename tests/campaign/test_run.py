@@ -123,12 +123,25 @@ def test_a_group_stopped_at_the_budget_resumes_after_bundle_and_unpack(tmp_path,
     assert not list(fresh.glob("scratch/*/checkpoint.pt"))
 
 
-def test_pretraining_is_untouched_outside_a_resume(tmp_path):
+def test_only_the_resuming_thread_skips_pretraining(monkeypatch):
+    import threading
+
+    import scipy.sparse as sp
     from baselines.pretrain_skip import pretraining_skipped
-    before = dict(pretrain.PRETRAINERS)
+    sentinel = object()
+    monkeypatch.setitem(pretrain.PRETRAINERS, "mf", lambda *args, **kwargs: sentinel)
+    matrix = sp.csr_matrix((4, 3))
+    cfg = pretrain.PretrainConfig("mf", 1, 1, 1, 1e-2, 0.0, 2, dim=5)
+    call = lambda: pretrain.PRETRAINERS["mf"](matrix, cfg, torch.Generator(), "cpu")
+    elsewhere = []
     with pretraining_skipped():
-        assert all(f is not before[k] for k, f in pretrain.PRETRAINERS.items())
-    assert pretrain.PRETRAINERS == before
+        inside = call()
+        worker = threading.Thread(target=lambda: elsewhere.append(call()))
+        worker.start()
+        worker.join()
+    assert inside.users.shape == (4, 5) and not inside.users.any() and inside.epochs_run == 0
+    assert elsewhere == [sentinel]            # another thread's build pretrains as usual
+    assert call() is sentinel                 # and so does this one after the block
 
 
 def test_concurrent_groups_each_write_their_records(tmp_path):
