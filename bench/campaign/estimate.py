@@ -125,6 +125,18 @@ def _negated(stamp: str) -> tuple:
     return tuple(-ord(c) for c in stamp)
 
 
+# parameters that change what one epoch costs only through their count, which the estimate
+# takes from the trial itself
+SCHEDULE_PARAMS = {"epochs", "eval_every", "eval_schedule", "patience", *PRETRAIN_PARAMS}
+
+
+def differing_params(measured: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Parameters whose values differ between a perf record's run and the trial (beyond the
+    schedule): the step it timed may cost otherwise."""
+    return sorted(k for k in set(measured) | set(wanted)
+                  if k not in SCHEDULE_PARAMS and measured.get(k) != wanted.get(k))
+
+
 def evaluations(params: dict[str, Any]) -> int:
     """Full test evaluations of one run: one every ``eval_every`` epochs and the last."""
     epochs = int(params.get("epochs", 0))
@@ -163,6 +175,9 @@ def estimate_group(group: Sequence[Trial], kind: str, index: RecordIndex,
         older = "" if m.get("model_version") == first.config["model_version"] else ", older code"
         if kind == "cuda":
             older += ", CUDA graphs " + ("on" if m.get("cuda_graphs") else "off")
+        differ = differing_params(m.get("params", {}), params)
+        if differ:
+            older += f", measured with other {', '.join(differ)}"
         out.seconds = training + evaluation
         out.sources.append(f"perf {index.rel(path)} ({kind}, {1000 * float(m['seconds_per_step_median']):.1f} ms/step "
                            f"x{batch}{scaled}{older})")

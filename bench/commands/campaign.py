@@ -104,6 +104,17 @@ def print_plan(plan, kind: str) -> None:
     fitting = plan.fitting()
     print(f"fit the budget: {len(fitting)} group(s), "
           f"{sum(g.estimate.seconds for g in fitting):.0f} s of {plan.budget:.0f} s")
+    unpriced: dict[tuple[str, int], list[str]] = {}
+    for g in plan.groups:
+        if any(m.startswith("training:") for m in g.estimate.missing):
+            models = unpriced.setdefault((g.trials[0].dataset, len(g.trials)), [])
+            if g.trials[0].model not in models:
+                models.append(g.trials[0].model)
+    for (dataset, members), models in unpriced.items():
+        batch = f" --seed-batch {members}" if members > 1 else ""
+        print(f"to price the groups of {members} run(s) on {dataset} without an estimate: "
+              f"python -m bench perf --models {','.join(models)} --datasets {dataset} "
+              f"--device {kind} --repeats 1 --steps 10{batch}")
     for entry, row in plan.not_registered:
         print(f"not registered ({entry}): {row}")
 
