@@ -65,7 +65,7 @@ def kind_of(path: str) -> str | None:
 
 
 # ---- packing --------------------------------------------------------------------------------------
-def campaign_files(results_dir: Path) -> list[Path]:
+def campaign_files(results_dir: Path, checkpoints: bool = True) -> list[Path]:
     """What the campaign logged in ``results_dir``: its records with their per-user and ranks
     files, the perf records, checkpoints in flight, and the log."""
     results_dir = Path(results_dir)
@@ -83,18 +83,20 @@ def campaign_files(results_dir: Path) -> list[Path]:
     # started (``bench perf``, the speed check's profile) come back too; unpack skips the
     # ones already stored
     chosen += sorted(results_dir.glob("perf/*/*.json"))
-    chosen += sorted(results_dir.glob("scratch/*/checkpoint.pt"))
+    if checkpoints:
+        chosen += sorted(results_dir.glob("scratch/*/checkpoint.pt"))
     chosen.append(log)
     return list(dict.fromkeys(chosen))
 
 
-def bundle(results_dir: Path, out: Path) -> dict:
-    """Write the bundle of ``results_dir``'s campaign into folder ``out``; returns the manifest."""
+def bundle(results_dir: Path, out: Path, checkpoints: bool = True) -> dict:
+    """Write the bundle of ``results_dir``'s campaign into folder ``out`` (without the
+    checkpoints in flight unless ``checkpoints``); returns the manifest."""
     results_dir, out = Path(results_dir), Path(out)
     files = []
     stream = io.BytesIO()
     with tarfile.open(fileobj=stream, mode="w") as tar:
-        for path in campaign_files(results_dir):
+        for path in campaign_files(results_dir, checkpoints):
             rel = path.relative_to(results_dir).as_posix()
             data = path.read_bytes()
             info = tarfile.TarInfo(rel)
@@ -108,7 +110,8 @@ def bundle(results_dir: Path, out: Path) -> dict:
         raise ConfigError(f"the campaign's files take {len(blob) / 2**20:.1f} MiB, more than "
                           f"{MAX_PARTS} parts of {PART_BYTES // 2**20} MiB; the largest: "
                           + ", ".join(f"{f['path']} ({f['bytes'] / 2**20:.1f} MiB)" for f in largest)
-                          + "; bundle after the running group finishes, or move its checkpoint out")
+                          + ("; leave the checkpoints in flight out with --skip-checkpoints (their "
+                             "groups then restart from scratch next time)" if checkpoints else ""))
     out.mkdir(parents=True, exist_ok=True)
     stale = [p.name for p in out.iterdir() if p.name == MANIFEST or p.name.startswith("part-")]
     if stale:

@@ -53,6 +53,9 @@ def add_campaign_parser(sub) -> None:
     bundle = inner.add_parser("bundle", help="pack the campaign's records, perf records, "
                                              "checkpoints and log into at most 8 files")
     bundle.add_argument("--out", type=Path, required=True, metavar="DIR")
+    bundle.add_argument("--skip-checkpoints", action="store_true",
+                        help="leave the checkpoints of stopped groups out (when they would not "
+                             "fit in 7 parts of 16 MiB)")
     bundle.add_argument("--results-dir", type=Path, default=Path("results"))
     unpack = inner.add_parser("unpack", help="verify a bundle and merge it into the results")
     unpack.add_argument("folder", type=Path, metavar="DIR")
@@ -156,7 +159,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_bundle(args: argparse.Namespace) -> int:
     from bench.campaign.bundle import bundle
-    manifest = bundle(args.results_dir, args.out)
+    manifest = bundle(args.results_dir, args.out, not args.skip_checkpoints)
     total = sum(p["bytes"] for p in manifest["parts"])
     print(f"bundle {args.out}: {len(manifest['files'])} file(s) in {len(manifest['parts'])} "
           f"part(s), {total / 2**20:.2f} MiB, plus manifest.json")

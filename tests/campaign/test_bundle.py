@@ -133,3 +133,20 @@ def test_a_file_that_is_not_a_record_is_refused(made, tmp_path, rel, data):
     with pytest.raises(BundleRefused, match=rel.split("/")[0]):
         unpack(bundle, results)
     assert snapshot(results) == before
+
+
+def test_a_bundle_too_large_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import bench.campaign.bundle as packing
+    from bench.errors import ConfigError
+    results = tmp_path / "results"
+    (results / "campaign").mkdir(parents=True)
+    (results / "campaign" / "log.jsonl").write_text('{"event": "campaign"}\n')
+    checkpoint = results / "scratch" / "batch-00ff" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x" * 20000)
+    monkeypatch.setattr(packing, "PART_BYTES", 2048)     # 7 parts: 14 KiB
+    with pytest.raises(ConfigError, match="--skip-checkpoints"):
+        packing.bundle(results, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    manifest = packing.bundle(results, tmp_path / "out", checkpoints=False)
+    assert [f["path"] for f in manifest["files"]] == ["campaign/log.jsonl"]
