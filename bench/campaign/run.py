@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
@@ -75,6 +75,13 @@ class BudgetCheckpoint(Checkpoint):
     @every.setter
     def every(self, value: int) -> None:
         self.__dict__["_every"] = value
+
+    def load(self, device: torch.device):
+        # the trainer loads right before its first epoch: the models are built (and pretrained)
+        # by now, so the first epoch's duration starts here
+        state = super().load(device)
+        self._last = self.deadline.clock()
+        return state
 
     def save(self, state: dict) -> None:
         super().save(state)
@@ -163,6 +170,3 @@ def run_campaign(plan: CampaignPlan, datasets: dict[str, MultiBehaviorDataset],
             list(pool.map(one, chosen))
     return outcome
 
-
-def groups_by_id(groups: Sequence[Group]) -> dict[str, Group]:
-    return {g.id: g for g in groups}

@@ -16,7 +16,6 @@ from bench.campaign.run import log_path, run_campaign
 from bench.cli import build_parser, main
 from bench.commands.campaign import _plan
 from bench.data.select import load_datasets
-from bench.records import record_path
 from tests.campaign.helpers import (write_experiment, write_perf, write_priority,
                                     write_trial_timing)
 
