@@ -79,7 +79,7 @@ def checkpoint_epoch(results_dir: Path, trials: Sequence[Trial]) -> int:
 
 def _entry_args(entry: Entry, args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(
-        experiment=entry.experiment, seeds=getattr(args, "seeds", None), protocol=None,
+        experiment=entry.experiment, seeds=getattr(args, "seeds", None), protocol=entry.protocol,
         datasets=list(entry.datasets) or None, data_dir=args.data_dir,
         models=list(entry.models) or None, base_seed=getattr(args, "base_seed", 2025),
         results_dir=Path(args.results_dir), assignments=entry.assignments(),

@@ -10,7 +10,8 @@ from typing import Any, Sequence
 from bench.errors import ConfigError
 
 DEFAULT_PRIORITY = Path(__file__).with_name("priority.toml")
-_KEYS = {"label", "experiment", "datasets", "models", "set"}
+_KEYS = {"label", "experiment", "datasets", "models", "set", "protocol"}
+PROTOCOLS = ("paper", "honest")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Entry:
     datasets: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
+    protocol: str | None = None       # None: the experiment's
 
     def assignments(self) -> list[str]:
         """``overrides`` as ``--set`` strings."""
@@ -69,10 +71,14 @@ def load_priority(path: Path | str | None = None) -> list[Entry]:
         overrides = item.get("set", {})
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: field 'set' must be a table of parameter = value")
+        protocol = item.get("protocol")
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ConfigError(f"{where}: field 'protocol' is {protocol!r}; use one of "
+                              f"{', '.join(PROTOCOLS)} or leave it out (the experiment's)")
         entries.append(Entry(str(item.get("label", experiment)), experiment,
                              _strings(item.get("datasets", []), f"{where}: datasets"),
                              _strings(item.get("models", []), f"{where}: models"),
-                             dict(overrides)))
+                             dict(overrides), protocol))
     return entries
 
 

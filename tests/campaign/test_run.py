@@ -161,3 +161,22 @@ def test_an_unknown_priority_field_names_the_file_and_entry(tmp_path):
     path.write_text('[[entry]]\nexperiment = "table2"\nmodel = ["copf"]\n')
     with pytest.raises(ConfigError, match=r"p\.toml: entry 1: unknown field\(s\) model"):
         load_priority(path)
+
+
+def test_a_priority_entry_may_name_its_protocol(tmp_path):
+    from bench.campaign.priority import load_priority
+    from bench.errors import ConfigError
+    path = tmp_path / "p.toml"
+    path.write_text('[[entry]]\nexperiment = "table2"\ndatasets = ["jd"]\nprotocol = "honest"\n'
+                    '[[entry]]\nexperiment = "table2"\n')
+    honest, default = load_priority(path)
+    assert (honest.protocol, default.protocol) == ("honest", None)
+    path.write_text('[[entry]]\nexperiment = "table2"\nprotocol = "best"\n')
+    with pytest.raises(ConfigError, match=r"entry 1: field 'protocol' is 'best'"):
+        load_priority(path)
+
+
+def test_the_shipped_priority_plans_jd_under_both_protocols():
+    from bench.campaign.priority import load_priority
+    jd = [e for e in load_priority() if "jd" in e.datasets]
+    assert {e.protocol for e in jd} == {None, "honest"}
