@@ -157,7 +157,7 @@ def split_notes(result: "TableResult") -> list[str]:
                 break
         if users:
             lines.append(f"{dataset}: {users.get('seen', 0):,} users hold a seen test item, "
-                         f"{users.get('novel', 0):,} a novel one (a user with both counts in "
+                         f"{users.get('novel', 0):,} a novel one (a user holding both counts in "
                          "both)")
     missing = sorted({str(p) for stat in result.split.values() for p in stat.without_ranks})
     if missing:
