@@ -41,6 +41,9 @@ class ModelSpec:
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     version: str = "1"
     inferred: tuple[str, ...] = ()   # parameters whose default is an inference, not from code/paper
+    # modules outside the encoder and decoder whose code this model's numbers depend on (an
+    # optimizer form of its own); empty for most, so their code version does not depend on them
+    code_modules: tuple[str, ...] = ()
 
     def param_specs(self) -> dict[str, Param]:
         enc, dec = ENCODERS[self.encoder], DECODERS[self.decoder]
@@ -51,7 +54,7 @@ class ModelSpec:
         the shared training code every model's numbers depend on (``SHARED_TRAINING_MODULES``:
         batches and loss helpers, samplers, random streams, the optimizer)."""
         digest = hashlib.sha256(self.version.encode())
-        for module in SHARED_TRAINING_MODULES:
+        for module in (*SHARED_TRAINING_MODULES, *self.code_modules):
             digest.update(inspect.getsource(importlib.import_module(module)).encode())
         for cls in (ENCODERS[self.encoder], DECODERS[self.decoder]):
             for klass in cls.__mro__:
@@ -120,7 +123,8 @@ def register_model(name: str, encoder: str, decoder: str, description: str,
                    defaults: Mapping[str, Any] | None = None,
                    dataset_defaults: Mapping[str, Mapping[str, Any]] | None = None,
                    version: str = "1", inferred: tuple[str, ...] = (),
-                   decoder_alias: str | None = None) -> ModelSpec:
+                   decoder_alias: str | None = None,
+                   code_modules: tuple[str, ...] = ()) -> ModelSpec:
     """Register ``name`` = ``encoder`` + ``decoder`` with defaults. A name with '+' must read
     encoder+decoder (``decoder_alias`` lets e.g. 'cogcn+sb' stand for decoder 'shared-bottom')."""
     if "+" in name:
@@ -129,7 +133,8 @@ def register_model(name: str, encoder: str, decoder: str, description: str,
         if key not in table:
             raise ConfigError(f"model '{name}': unknown {kind} '{key}'")
     spec = ModelSpec(name, encoder, decoder, description, dict(defaults or {}),
-                     {k: dict(v) for k, v in (dataset_defaults or {}).items()}, version, inferred)
+                     {k: dict(v) for k, v in (dataset_defaults or {}).items()}, version, inferred,
+                     tuple(code_modules))
     _register(MODELS, "model", name, spec)
     spec.param_specs()          # a clash between encoder and decoder parameters fails at import
     return spec

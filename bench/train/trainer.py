@@ -33,7 +33,7 @@ from bench.models.base import Model
 from bench.records import atomic_write_bytes
 from bench.train import streams
 from bench.train.members import MemberBatch
-from bench.train.optim import FlatAdam
+from bench.train.adagrad import build_optimizer
 from bench.train.samplers import Sampler, make_sampler
 
 SELECT_ON = ("full/default", "HR@10")
@@ -392,8 +392,8 @@ class BatchTrainer:
         self.engine = MemberBatch([m.model for m in self.members], template)
         lr = torch.tensor([m.cfg["lr"] for m in self.members], device=device)
         decay = torch.tensor([m.cfg["lr_decay"] for m in self.members], device=device)
-        self.optimizer = FlatAdam(self.engine.flat, lr, decay, decay_steps(cfg, dataset.n_users),
-                                  cfg["optimizer"])
+        self.optimizer = build_optimizer(self.engine.flat, lr, decay,
+                                         decay_steps(cfg, dataset.n_users), cfg)
         self.counters = StepCounters(device)
         self.sums = EpochSums(len(self.members), device)
         self.runner = StepRunner(self.step, device, cuda_graphs, self.mutable_state, describe)

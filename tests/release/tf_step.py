@@ -20,8 +20,8 @@ from torch.utils import _pytree as pytree
 from bench.data.dataset import MultiBehaviorDataset
 from bench.models.base import Batch, Model, Pairs
 from bench.models.registry import build_model, get_model, load_builtin
+from bench.train.adagrad import build_optimizer
 from bench.train.members import MemberBatch
-from bench.train.optim import FlatAdam
 from bench.train.seeds import generator
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -98,14 +98,13 @@ def with_run_axis(batch: Batch) -> Batch:
 
 class OurStep:
     """Our training step on one run, as the trainer takes it: loss parts and gradient from
-    ``MemberBatch``, the update from ``FlatAdam`` in the configured form."""
+    ``MemberBatch``, the update from the configured optimizer (as the trainer builds it)."""
 
     def __init__(self, model: Model, cfg: dict[str, Any], batch: Batch) -> None:
         self.engine = MemberBatch([model])
         self.batch = with_run_axis(batch)
-        self.optimizer = FlatAdam(self.engine.flat, torch.tensor([cfg["lr"]]),
-                                  torch.tensor([cfg["lr_decay"]]), cfg["decay_steps"],
-                                  cfg["optimizer"])
+        self.optimizer = build_optimizer(self.engine.flat, torch.tensor([cfg["lr"]]),
+                                         torch.tensor([cfg["lr_decay"]]), cfg["decay_steps"], cfg)
 
     def losses(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         totals, parts = self.engine.losses(self.batch)
@@ -120,7 +119,7 @@ class OurStep:
                 in self.engine.member_params(self.engine.flat.grad[0]).items()}
 
     def step(self) -> dict[str, np.ndarray]:
-        """One Adam step on the batch; the parameters after it."""
+        """One optimizer step on the batch; the parameters after it."""
         self.gradients()
         self.optimizer.step()
         return {name: chunk.detach().numpy().copy() for name, chunk
