@@ -59,13 +59,3 @@ class FlatAdagrad:
     def restore(self, state: dict[str, Any]) -> None:
         self.accumulator.copy_(state["accumulator"])
         self.t.copy_(state["t"])
-
-
-def build_optimizer(flat: torch.Tensor, lr: torch.Tensor, lr_decay: torch.Tensor,
-                    decay_steps: int, cfg: dict[str, Any]):
-    """The update rule ``cfg["optimizer"]`` names: an Adam form, or TF1's Adagrad."""
-    from bench.train.optim import FlatAdam
-    if cfg["optimizer"] in ADAGRAD_FORMS:
-        return FlatAdagrad(flat, lr, lr_decay, decay_steps,
-                           cfg.get("initial_accumulator", TF1_INITIAL_ACCUMULATOR))
-    return FlatAdam(flat, lr, lr_decay, decay_steps, cfg["optimizer"])

@@ -1,6 +1,7 @@
 """Training hyper-parameters every model has (each model declares its own defaults for them)."""
 from bench.params import Param
 from bench.train.adagrad import ADAGRAD_FORMS
+from bench.train.adamw import ADAMW_FORMS
 from bench.train.optim import OPTIMIZERS
 
 EVAL_SCHEDULES = ("copf", "every", "final")
@@ -12,8 +13,10 @@ TRAIN_PARAMS = (
           low=0.0, high=1.0, low_open=True, batchable=True),
     Param("optimizer", "adam", "update rule: adam (PyTorch's Adam), adam-tf1 (TensorFlow 1's "
           "epsilon-hat form, as the COPF/PKEF/CIGF releases run) or adagrad-tf1 (TensorFlow 1's "
-          "Adagrad, as the NMTR release runs; its model declares initial_accumulator)", str,
-          choices=OPTIMIZERS + ADAGRAD_FORMS),
+          "Adagrad, as the NMTR release runs; its model declares initial_accumulator) or adamw "
+          "(PyTorch's AdamW with clipping and an epoch CyclicLR, as the CML release runs; its "
+          "model declares weight_decay, clip_norm, cyclic_max_lr, cyclic_epochs)", str,
+          choices=OPTIMIZERS + ADAGRAD_FORMS + ADAMW_FORMS),
     Param("decay_steps", 0, "optimizer steps per decay; 0 = the TF family's users // batch_size",
           int, low=0),
     Param("batch_size", 256, "users per step (multi-behavior sampler) or triples per step (bpr)",

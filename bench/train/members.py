@@ -108,11 +108,16 @@ class MemberBatch:
 
     @torch.no_grad()
     def sync_models(self) -> None:
-        """Copy each member's row into its own model (for evaluation and saved states)."""
+        """Copy each member's row, and its buffers (a model may update them in its loss), into
+        its own model (for evaluation and saved states)."""
         for s, model in enumerate(self.models):
             own = dict(model.named_parameters())
             for name, value in self.member_params(self.flat[s]).items():
                 own[name].copy_(value)
+            buffers = dict(model.named_buffers())
+            for name, value in self.stacked.items():
+                if name in buffers:
+                    buffers[name].copy_(value[s])
 
     @torch.no_grad()
     def load_member(self, s: int, state: dict[str, torch.Tensor]) -> None:

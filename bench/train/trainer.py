@@ -33,7 +33,7 @@ from bench.models.base import Model
 from bench.records import atomic_write_bytes
 from bench.train import streams
 from bench.train.members import MemberBatch
-from bench.train.adagrad import build_optimizer
+from bench.train.optimizers import build_optimizer
 from bench.train.samplers import Sampler, make_sampler
 
 SELECT_ON = ("full/default", "HR@10")
@@ -410,6 +410,8 @@ class BatchTrainer:
         """Prepare an epoch: the sampler's order and slot counts, the model's plans; a shape that
         grew makes the captured step be captured again."""
         changed = self.sampler.start_epoch(epoch)
+        if callable(getattr(self.optimizer, "start_epoch", None)):
+            self.optimizer.start_epoch(epoch)      # an epoch schedule (adamw's CyclicLR)
         for part in self.planners():
             changed = bool(part.plan_epoch(self.sampler, epoch)) or changed
         if changed:
@@ -430,8 +432,9 @@ class BatchTrainer:
 
     def mutable_state(self) -> list[torch.Tensor]:
         """Every tensor a step changes (saved around the CUDA graph warm-up)."""
-        return [self.engine.flat, *self.optimizer.state().values(), self.counters.step,
-                self.counters.global_step, self.sums.loss, *self.sums.parts.values()]
+        return [self.engine.flat, *self.optimizer.state().values(), *self.engine.stacked.values(),
+                self.counters.step, self.counters.global_step, self.sums.loss,
+                *self.sums.parts.values()]
 
     def checkpoint_state(self, epoch: int, progresses: Sequence[TrialProgress],
                          failures: Sequence[str | None]) -> dict[str, Any]:
@@ -439,6 +442,7 @@ class BatchTrainer:
                 "optimizer": self.optimizer.state(), "global_step": self.counters.global_step,
                 "sampler": self.sampler.state(), "members": [p.state() for p in progresses],
                 "plans": [part.plan_state() for part in self.planners()],
+                "buffers": dict(self.engine.stacked),
                 "failures": list(failures), "members_count": len(self.members)}
 
     @torch.no_grad()
@@ -447,6 +451,8 @@ class BatchTrainer:
         self.optimizer.restore(saved["optimizer"])
         self.counters.global_step.copy_(saved["global_step"])
         self.sampler.restore(saved["sampler"])
+        for name, value in saved.get("buffers", {}).items():
+            self.engine.stacked[name].copy_(value)     # buffers a loss updates (cml's phi)
         for part, state in zip(self.planners(), saved.get("plans", [])):
             part.restore_plan(state)
         self.engine.sync_models()

@@ -20,8 +20,8 @@ from torch.utils import _pytree as pytree
 from bench.data.dataset import MultiBehaviorDataset
 from bench.models.base import Batch, Model, Pairs
 from bench.models.registry import build_model, get_model, load_builtin
-from bench.train.adagrad import build_optimizer
 from bench.train.members import MemberBatch
+from bench.train.optimizers import build_optimizer
 from bench.train.seeds import generator
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from bench.errors import ConfigError
-from bench.train.adagrad import FlatAdagrad, build_optimizer
+from bench.train.adagrad import FlatAdagrad
+from bench.train.optimizers import build_optimizer
 from bench.train.optim import FlatAdam
 
 
