@@ -4,6 +4,10 @@ on CPU; a serialized model scores identically after loading; a training step nev
 with the host; and runs trained together as one batch end where each ends alone."""
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,8 +31,30 @@ def demo():
     return make_demo(n_users=300, n_items=400, seed=7)
 
 
+def _demo_kg_file(dataset) -> str:
+    """An item graph for models that read a user-supplied one (plain ``kmclr``): each item linked
+    to two others, written once per session in the format ``baselines.kmclr_kg`` documents."""
+    folder = Path(tempfile.gettempdir()) / f"bench-conformance-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"kg-{dataset.n_items}.txt"
+    if not path.exists():
+        lines = [f"{i} {r} {(i + 1 + r) % dataset.n_items}\n" for i in range(dataset.n_items)
+                 for r in (0, 1)]
+        path.write_text("".join(lines))
+    return str(path)
+
+
+def _user_inputs(spec, dataset) -> dict:
+    """Files a model needs from its user, made up for the demo data."""
+    defaults = spec.resolve(dataset.name, dataset.n_behaviors)
+    if defaults.get("kg_source") == "file" and not defaults.get("kg_file"):
+        return {"kg_file": _demo_kg_file(dataset)}
+    return {}
+
+
 def _build(name, dataset, seed=1, **overrides):
     spec = get_model(name)
+    overrides = {**_user_inputs(spec, dataset), **overrides}
     cfg = spec.resolve(dataset.name, dataset.n_behaviors, overrides)
     return build_model(spec, dataset, cfg, "cpu", generator(seed)), cfg
 
