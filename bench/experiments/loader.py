@@ -29,6 +29,8 @@ and ``[[series]]``; the rest is optional; the files beside this one are complete
                               # shown and marked, never the "best baseline" of a comparison)
     group = "all"             # rows compared with each other (Table 6 compares pairs)
     in_paper = true           # false: a learned row the paper's table does not have (no number)
+    paper_label = "COPF"      # the paper's label where ours differs (default: label)
+    note = "..."              # printed under the table's notes
     params = { }              # this row only (the model must have the parameter)
     [rows.dataset_params.beibei]
     layers = [1, 1, 1]
@@ -80,6 +82,12 @@ class Row:
     dataset_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     note: str = ""
     in_paper: bool = True      # False: a row the paper's table does not have (floors never are)
+    paper_label: str = ""      # the paper's label for its numbers, where ours says more
+
+    @property
+    def paper_key(self) -> str:
+        """The label the paper's numbers are stored under (``paper_numbers.toml``)."""
+        return self.paper_label or self.label
 
 
 @dataclass(frozen=True)
@@ -282,7 +290,7 @@ def parse_experiment(data: Mapping[str, Any], path: Path) -> Experiment:
 def _row(data: Any, where: str) -> Row:
     data = _table(data, where)
     _no_unknown(data, {"label", "model", "role", "group", "params", "dataset_params", "note",
-                       "in_paper"}, where)
+                       "in_paper", "paper_label"}, where)
     in_paper = data.get("in_paper", True)
     if not isinstance(in_paper, bool):
         raise ConfigError(f"{where}: in_paper must be true or false, got {in_paper!r}")
@@ -296,7 +304,8 @@ def _row(data: Any, where: str) -> Row:
                params=_table(data.get("params", {}), f"{where}: params"),
                dataset_params=_per_dataset(data.get("dataset_params", {}),
                                            f"{where}: dataset_params"),
-               note=str(data.get("note", "")), in_paper=in_paper and role != "floor")
+               note=str(data.get("note", "")), in_paper=in_paper and role != "floor",
+               paper_label=str(data.get("paper_label", "")))
 
 
 def _series(data: Any, model: Any, where: str) -> Series:

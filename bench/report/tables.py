@@ -261,7 +261,7 @@ def table_grid(result: TableResult, style: str) -> tuple[list[str], list[list[st
             if kind == "ours":
                 line.append(_ours_text(result, row.label, dataset, metric, style))
                 continue
-            paper = result.paper_value(row.label, dataset, metric)
+            paper = result.paper_value(row.paper_key, dataset, metric)
             ours = result.stat(row.label, dataset, metric)
             if kind == "paper":
                 line.append(_value(paper) if paper is not None else "—")
@@ -374,6 +374,8 @@ def note_lines(result: TableResult) -> list[str]:
         if cell.records and n < result.experiment.seeds:
             grouped.setdefault(f"{n} of {result.experiment.seeds} runs", []).append(where)
     lines = [f"{text}: {', '.join(wheres)}" for text, wheres in grouped.items()]
+    lines += [f"{row.label}: {row.note}" for row in result.experiment.rows
+              if getattr(row, "note", "")]
     if absent:
         lines.append("not registered in this suite (no model of that name): " + ", ".join(absent))
     return lines
@@ -480,7 +482,7 @@ def render_csv(result: TableResult) -> str:
                 s = result.stat(row.label, dataset, metric)
                 comp = result.comparisons.get((row.group, dataset, metric))
                 bold, under, mark = _row_marks(result, row.label, dataset, metric)
-                paper = result.paper_value(row.label, dataset, metric)
+                paper = result.paper_value(row.paper_key, dataset, metric)
                 is_prop = row.role == "proposed" and comp is not None and comp.seed is not None
                 w.writerow([result.experiment.name, row.label, cell.resolved.model or "",
                             row.group, row.role, dataset, metric, result.options.protocol,

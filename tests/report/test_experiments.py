@@ -27,7 +27,7 @@ def test_table_rows_are_the_papers_rows_in_order(name):
     # floor rows (no learned parameters, not in the paper) sit beside the paper's rows
     floors = [r.label for r in experiment.rows if r.role == "floor"]
     extras = [r.label for r in experiment.rows if not r.in_paper and r.role != "floor"]
-    assert [r.label for r in experiment.rows if r.in_paper] == list(paper.rows)
+    assert [r.paper_key for r in experiment.rows if r.in_paper] == list(paper.rows)
     assert not set(floors + extras) & set(paper.rows)
     if name == "table2":
         assert floors == ["Pop", "Pop-seen", "ItemKNN"]
@@ -83,10 +83,43 @@ def test_overrides_equal_to_defaults_are_dropped_so_trials_are_shared():
     assert other.overrides == {"cl_temperature": 0.5}
 
 
-def test_unregistered_rows_are_reported_not_invented():
+GHOST_TABLE = """
+title = "a table with a row no model is registered for"
+kind = "table"
+datasets = ["demo"]
+seeds = 2
+[[rows]]
+label = "MF-BPR"
+model = "mf-bpr"
+[[rows]]
+label = "Ghost"
+model = ["no-such-model", "nor-this-one"]
+"""
+
+
+@pytest.fixture
+def ghost_table(tmp_path):
+    path = tmp_path / "ghost.toml"
+    path.write_text(GHOST_TABLE)
+    return path
+
+
+def test_unregistered_rows_are_reported_not_invented(ghost_table):
+    experiment = load_experiment(str(ghost_table))
+    ghost = next(c for c in experiment.cells(["demo"]) if c.label == "Ghost")
+    assert resolve_cell(ghost).problem == NOT_REGISTERED
+
+
+def test_every_table2_row_is_registered():
     table2 = load_experiment("table2")
-    neumf = next(c for c in table2.cells(["demo"]) if c.label == "NeuMF")
-    assert resolve_cell(neumf).problem == NOT_REGISTERED
+    problems = {c.label: resolve_cell(c).problem for c in table2.cells(["demo"])}
+    assert not [label for label, problem in problems.items() if problem == NOT_REGISTERED]
+
+
+def test_a_row_label_that_differs_from_the_papers_keys_its_numbers_by_paper_label():
+    kmclr = next(r for r in load_experiment("table2").rows if r.models == ("kmclr-cokg",))
+    assert kmclr.label == "KMCLR-coKG" and kmclr.paper_key == "KMCLR"
+    assert paper_table("table2").value(kmclr.paper_key, "taobao", "HR@10") == 0.1185
 
 
 def _dry_run(capsys, *argv):
@@ -111,11 +144,20 @@ def test_table2_dry_run_has_a_trial_per_registered_row_and_seed(tmp_path, capsys
     code, out, err = _dry_run(capsys, "--experiment", "table2", "--datasets", "demo", "--seeds",
                               "2", "--results-dir", str(tmp_path))
     assert code == 0
-    assert "not registered, skipped:" in err and "NeuMF (neumf)" in err
+    assert "not registered" not in err
     runs = [line for line in out.splitlines() if line.startswith("  to run")]
     models = {line.split()[2] for line in runs}
-    assert {"mf-bpr", "lightgcn", "copf"} <= models
+    assert {"mf-bpr", "lightgcn", "copf", "neumf", "kmclr-cokg"} <= models
     assert len(runs) == 2 * len(models)
+
+
+def test_a_dry_run_names_the_rows_it_skips(tmp_path, capsys, ghost_table):
+    code, out, err = _dry_run(capsys, "--experiment", str(ghost_table), "--results-dir",
+                              str(tmp_path))
+    assert code == 0
+    assert "not registered, skipped:" in err and "Ghost (no-such-model|nor-this-one)" in err
+    runs = [line for line in out.splitlines() if line.startswith("  to run")]
+    assert {line.split()[2] for line in runs} == {"mf-bpr"} and len(runs) == 2
 
 
 def test_models_option_narrows_an_experiment(tmp_path, capsys):
