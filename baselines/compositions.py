@@ -21,22 +21,22 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import baselines.bilinear  # noqa: F401  (decoder "bilinear")
-import baselines.cigf  # noqa: F401  (encoder and model "cigf")
-import baselines.crgcn  # noqa: F401  (encoder and model "crgcn")
-import baselines.dot  # noqa: F401  (decoder "dot", which lightgcn's models need)
-import baselines.lightgcn  # noqa: F401  (encoder "lightgcn", model "lightgcn-m")
-import baselines.mb_cgcn  # noqa: F401  (encoder and model "mb-cgcn")
-import baselines.mesi  # noqa: F401  (decoder "mesi")
-import baselines.mmoe  # noqa: F401  (decoder "mmoe")
-import baselines.pkef  # noqa: F401  (encoder and model "pkef")
-import baselines.ple  # noqa: F401  (decoder "ple")
-import baselines.pme  # noqa: F401  (decoder "pme")
-import baselines.shared_bottom  # noqa: F401  (decoder "shared-bottom")
+import baselines.decoders.bilinear  # noqa: F401  (decoder "bilinear")
+import baselines.multi.cigf  # noqa: F401  (encoder and model "cigf")
+import baselines.multi.crgcn  # noqa: F401  (encoder and model "crgcn")
+import baselines.decoders.dot  # noqa: F401  (decoder "dot", which lightgcn's models need)
+import baselines.single.lightgcn  # noqa: F401  (encoder "lightgcn", model "lightgcn-m")
+import baselines.multi.mb_cgcn  # noqa: F401  (encoder and model "mb-cgcn")
+import baselines.decoders.mesi  # noqa: F401  (decoder "mesi")
+import baselines.decoders.mmoe  # noqa: F401  (decoder "mmoe")
+import baselines.multi.pkef  # noqa: F401  (encoder and model "pkef")
+import baselines.decoders.ple  # noqa: F401  (decoder "ple")
+import baselines.decoders.pme  # noqa: F401  (decoder "pme")
+import baselines.decoders.shared_bottom  # noqa: F401  (decoder "shared-bottom")
 import copf.cogcn  # noqa: F401  (encoder "cogcn")
 import copf.dfme  # noqa: F401  (decoder "dfme")
-from baselines.pme import UNI_SAMPLER
-from baselines.shared_bottom import probe_encoder
+from baselines.decoders.pme import UNI_SAMPLER
+from baselines.decoders.shared_bottom import probe_encoder
 from bench.errors import ConfigError
 from bench.models.base import Batch, BehaviorReps, tf_l2
 from bench.models.registry import DECODERS, ENCODERS, MODELS, register_decoder, register_model

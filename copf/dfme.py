@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines.bilinear import CL_TEMPERATURE, CL_WEIGHT, LOSS_WEIGHTS, MULT, weighted_task_bpr
+from baselines.decoders.bilinear import CL_TEMPERATURE, CL_WEIGHT, LOSS_WEIGHTS, MULT, weighted_task_bpr
 from bench.data.graphs import propagate, torch_graph
 from bench.models.base import Batch, BehaviorReps, Decoder, rows, tf_l2, xavier_table
 from bench.models.registry import register_decoder

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import baselines.bilinear  # noqa: F401  (registers the "bilinear" decoder the variants use)
+import baselines.decoders.bilinear  # noqa: F401  (registers the "bilinear" decoder the variants use)
 from bench.models.registry import DECODERS, ENCODERS, register_model
 from bench.train.config import TRAIN_PARAMS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from baselines.bcipm import lightgcn_as_written
+from baselines.multi.bcipm import lightgcn_as_written
 from bench.kernels import plain_kernels
 from bench.train.seeds import generator
 from tests.baselines.helpers import build, lgn, one_epoch, sampler_of, user_sets

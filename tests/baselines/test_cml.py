@@ -11,8 +11,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from baselines import cml_parts as parts
-from baselines.cml_sampler import meta_candidates, meta_windows
+from baselines.multi import cml_parts as parts
+from baselines.multi.cml_sampler import meta_candidates, meta_windows
 from bench.train import streams
 from bench.train.seeds import generator
 from tests.baselines.helpers import build, dense, first_batch, one_epoch, sampler_of, user_sets
@@ -296,7 +296,7 @@ def test_a_training_step_moves_phi_twice_and_returns_round_three(demo):
 
 
 def test_lift_product_differentiates_under_torch_func_and_vmap(demo):
-    from baselines.cml import _LiftProduct, _graphs
+    from baselines.multi.cml import _LiftProduct, _graphs
     graph = _graphs(demo, torch.device("cpu"))[0]
     a = dense(sp.csr_matrix(graph.forward_csr.to_dense().numpy()))
     x = torch.randn(2, a.shape[0], 3, generator=generator(12))

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from baselines import gnmr
+from baselines.multi import gnmr
 from bench.data.dataset import MultiBehaviorDataset
 from bench.models.base import Batch, Pairs
 from bench.train import streams

@@ -11,9 +11,9 @@ import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
 
-from baselines import kmclr_kg
-from baselines.kmclr import register_with_kg
-from baselines.kmclr_parts import (BipartiteEdges, GATNoise, cml_infonce, gat_items, grace,
+from baselines.multi import kmclr_kg
+from baselines.multi.kmclr import register_with_kg
+from baselines.multi.kmclr_parts import (BipartiteEdges, GATNoise, cml_infonce, gat_items, grace,
                                    layer_mean, tatec_loss, transr_loss, view_keep_weights)
 from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import ConfigError

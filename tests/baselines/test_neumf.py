@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from baselines import neumf
+from baselines.single import neumf
 from bench.errors import ConfigError
 from bench.models.base import Batch
 from bench.train.samplers import run_batches

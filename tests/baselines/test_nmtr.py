@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-import baselines.nmtr as nmtr
+import baselines.multi.nmtr as nmtr
 from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import ConfigError
 from bench.models.base import Batch

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from baselines.s_mbrec import behavior_shares, initial_behavior_weights
+from baselines.multi.s_mbrec import behavior_shares, initial_behavior_weights
 from bench.errors import ConfigError
 from tests.baselines.helpers import build, dense, lgn, one_epoch, sampler_of, user_sets
 

@@ -33,7 +33,7 @@ def demo():
 
 def _demo_kg_file(dataset) -> str:
     """An item graph for models that read a user-supplied one (plain ``kmclr``): each item linked
-    to two others, written once per session in the format ``baselines.kmclr_kg`` documents."""
+    to two others, written once per session in the format ``baselines.multi.kmclr_kg`` documents."""
     folder = Path(tempfile.gettempdir()) / f"bench-conformance-{os.getpid()}"
     folder.mkdir(exist_ok=True)
     path = folder / f"kg-{dataset.n_items}.txt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.pme import project
+from baselines.decoders.pme import project
 from bench.models.base import BehaviorReps
 
 from tests.multitask.helpers import build

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from baselines.pme import UNI_SAMPLER, uni_matrix
+from baselines.decoders.pme import UNI_SAMPLER, uni_matrix
 from bench.data.dataset import MultiBehaviorDataset
 from bench.errors import ConfigError
 from bench.train import streams

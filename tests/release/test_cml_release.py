@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import cml_parts as parts
-from baselines.cml import _ssl_slots
+from baselines.multi import cml_parts as parts
+from baselines.multi.cml import _ssl_slots
 from bench.train import streams
 from bench.train.samplers import make_sampler, member_batch
 from tests.release.tf_step import (OurStep, load_fixture, max_differences, model_on_slice,

@@ -15,10 +15,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from baselines import kmclr_kg
-from baselines.kmclr import (BLEND_NOISE, BPR_NOISE, EDGE_KEEP_NOISE, STABILITY_NOISE,
+from baselines.multi import kmclr_kg
+from baselines.multi.kmclr import (BLEND_NOISE, BPR_NOISE, EDGE_KEEP_NOISE, STABILITY_NOISE,
                              VIEW_NOISE)
-from baselines.kmclr_parts import uniforms
+from baselines.multi.kmclr_parts import uniforms
 from bench.data.dataset import MultiBehaviorDataset
 from bench.models.base import Batch, Pairs
 from bench.models.registry import build_model, get_model, load_builtin

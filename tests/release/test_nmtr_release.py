@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from baselines.nmtr import chain_labels
+from baselines.multi.nmtr import chain_labels
 from bench.data.dataset import MultiBehaviorDataset
 from bench.models.base import Batch
 from bench.models.registry import build_model, get_model, load_builtin

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.pme import uni_matrix
+from baselines.decoders.pme import uni_matrix
 from bench.models.base import bpr_softplus
 from tests.release.tf_step import (OurStep, fixture_batch, load_fixture, max_differences,
                                    model_on_slice, slice_dataset, uni_pairs)

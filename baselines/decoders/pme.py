@@ -18,7 +18,7 @@ pairs per user. Only for tasks with lambda_k > 0, for (k, j) whose set is non-em
 behavior of ``uni_exclude`` (the code excludes every pair touching cart on Tmall: [2]).
 
 Loss: ``sum_k lambda_k * 3 * [BPR(y^k) + uni_weight * sum_j BPR(y^{uni,k,j})]`` + ``reg * |W_g|^2``
-(PKEF's parallel-branch BPR belongs to the PKEF encoder, ``baselines.pkef``; on other encoders
+(PKEF's parallel-branch BPR belongs to the PKEF encoder, ``baselines.multi.pkef``; on other encoders
 there is none, spec §8.6 [I]).
 
 Sampler ``multi-behavior+uni``: the reference harness batches (``multi-behavior``, spec §2)
@@ -33,8 +33,8 @@ import dataclasses
 import scipy.sparse as sp
 import torch
 
-from baselines.mesi import GatedSlotsDecoder
-from baselines.shared_bottom import row_dot, rows_split
+from baselines.decoders.mesi import GatedSlotsDecoder
+from baselines.decoders.shared_bottom import row_dot, rows_split
 from bench.errors import ConfigError
 from bench.models.base import Batch, BehaviorReps, bpr_softplus, rows
 from bench.models.registry import register_decoder

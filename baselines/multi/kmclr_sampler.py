@@ -1,4 +1,4 @@
-"""KMCLR's sampler (model-specs-table2.md Part 3, "KMCLR"; see ``baselines.kmclr`` for how it
+"""KMCLR's sampler (model-specs-table2.md Part 3, "KMCLR"; see ``baselines.multi.kmclr`` for how it
 differs from the release's loaders): the MB rows, the InfoNCE rows and, with a KG, the KG-BPR rows
 and the TransR / TATEC samples of each step, drawn from the runs' counter-based streams."""
 from __future__ import annotations

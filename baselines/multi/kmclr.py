@@ -8,12 +8,12 @@ e^_u = 0.9 e_u + 0.1 u^KG, e^_i = 0.9 e_i + 0.1 i^KG, with the KG half detached.
 
 Registered forms (none of the suite's datasets has a knowledge graph):
 - ``kmclr-cokg`` (label KMCLR-coKG): the KG is the item co-interaction graph of the training
-  matrices the model is given (``baselines.kmclr_kg``: SSLRec's recipe, view/click > 4, others
+  matrices the model is given (``baselines.multi.kmclr_kg``: SSLRec's recipe, view/click > 4, others
   > 3), built from the training period only. It holds no external knowledge.
 - ``kmclr-nokg`` (KMCLR-noKG): the KG model and its losses removed, e^ = e: CML's encoder and
   losses without CML's meta-weight network.
 - Plain ``kmclr`` is for a real item KG the user supplies (``kg_source=file``,
-  ``--set kg_file=PATH``, format in ``baselines.kmclr_kg``); without one it stops with an error
+  ``--set kg_file=PATH``, format in ``baselines.multi.kmclr_kg``); without one it stops with an error
   that names the two forms above. ``register_with_kg(name, kg_file)`` registers another name with
   its own file as the default (a plugin file).
 
@@ -84,9 +84,9 @@ from bench.models.base import (Batch, BehaviorReps, Decoder, Encoder, normal_tab
 from bench.models.registry import MODELS, register_decoder, register_encoder, register_model
 from bench.params import DIM, Param
 from bench.train import streams
-from baselines import kmclr_kg, kmclr_parts
-from baselines.kmclr_sampler import KMCLRSampler
-from baselines.kmclr_parts import (BipartiteEdges, GATNoise, cml_infonce, dropout_scale,
+from baselines.multi import kmclr_kg, kmclr_parts
+from baselines.multi.kmclr_sampler import KMCLRSampler
+from baselines.multi.kmclr_parts import (BipartiteEdges, GATNoise, cml_infonce, dropout_scale,
                                    gat_items, grace, layer_mean, tatec_loss, transr_loss, uniforms,
                                    view_keep_weights)
 
@@ -101,7 +101,7 @@ ENCODER_PARAMS = (
     Param("kg_source", "cokg", "KMCLR: item KG: cokg (co-interaction graph of the training "
           "matrices), file (kg_file), none (no KG model)", str, choices=KG_SOURCES),
     Param("kg_file", "", "KMCLR: 'head relation tail' triples file (kg_source=file; format in "
-          "baselines.kmclr_kg)", str),
+          "baselines.multi.kmclr_kg)", str),
     Param("cokg_view_threshold", 4, "KMCLR-coKG: co-interaction count a view/click pair must "
           "exceed", int, low=0),
     Param("cokg_threshold", 3, "KMCLR-coKG: co-interaction count a pair of any other behavior "
@@ -144,7 +144,7 @@ def kg_for(dataset, cfg: dict) -> kmclr_kg.KGLayout | None:
     if source == "file":
         if not cfg["kg_file"]:
             raise ConfigError("KMCLR with kg_source=file needs kg_file=PATH (a 'head relation "
-                              "tail' file, see baselines.kmclr_kg); without a KG use kmclr-cokg "
+                              "tail' file, see baselines.multi.kmclr_kg); without a KG use kmclr-cokg "
                               "or kmclr-nokg")
         key = ("kmclr-kg-file", str(cfg["kg_file"]), cfg["kg_slots"])
 

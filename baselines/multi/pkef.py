@@ -1,5 +1,5 @@
 """``pkef``: the PKEF encoder, parallel + cascade branches (spec §7.7; reference
-``MC-CV/PKEF/PKEF_final.py``, TF1), and the model ``pkef`` = this encoder + PME (``baselines.pme``).
+``MC-CV/PKEF/PKEF_final.py``, TF1), and the model ``pkef`` = this encoder + PME (``baselines.decoders.pme``).
 
 Graphs ``A_k = left(A(B_k))`` (single behavior); E0 = [users; items], Xavier. For each behavior k
 with L_k = ``pkef_layers[k]``:
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import torch
 
-from baselines.bilinear import LOSS_WEIGHTS, MULT, weighted_task_bpr
-from baselines.pme import UNI_SAMPLER, PMEDecoder, project  # noqa: F401  (registers "pme")
-from baselines.shared_bottom import rows_split
+from baselines.decoders.bilinear import LOSS_WEIGHTS, MULT, weighted_task_bpr
+from baselines.decoders.pme import UNI_SAMPLER, PMEDecoder, project  # noqa: F401  (registers "pme")
+from baselines.decoders.shared_bottom import rows_split
 from bench.data.graphs import propagate, torch_graph
 from bench.errors import ConfigError
 from bench.models.base import BehaviorReps, Encoder, tf_l2, xavier_table

@@ -22,12 +22,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-import baselines.pop  # noqa: F401  (the encoder "none")
+import baselines.floors.pop  # noqa: F401  (the encoder "none")
 from bench.data.graphs import sparse_product, to_torch, user_item_matrix
 from bench.models.base import BehaviorReps, Decoder
 from bench.models.registry import register_decoder, register_model
 from bench.params import Param
-from baselines.user_rows import UserRows
+from baselines.floors.user_rows import UserRows
 
 KNN_MATRICES = ("union", "all")
 BLOCK_ITEMS = 1024

@@ -1,6 +1,6 @@
 """``ple``: Progressive Layered Extraction with one CGC level on the shared input (spec §8.3).
 
-On ``q = [m_u; m_v]`` (see ``baselines.shared_bottom``):
+On ``q = [m_u; m_v]`` (see ``baselines.decoders.shared_bottom``):
 
 - each task k owns ``ple_specific`` task-specific experts (1 with the TF code's num_exps = 3; it
   uses 2 otherwise) and all tasks share ``ple_shared`` experts (1); every expert has MMOE's form
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from baselines.mmoe import GatedExpertsDecoder
-from baselines.shared_bottom import Dense, SharedInputDecoder
+from baselines.decoders.mmoe import GatedExpertsDecoder
+from baselines.decoders.shared_bottom import Dense, SharedInputDecoder
 from bench.models.registry import register_decoder
 from bench.params import Param
 

@@ -15,7 +15,7 @@ TF-family conventions kept by every decoder here:
 
 - an FC layer is ``y = x W + b`` with W [in, out] Xavier-uniform and L2-regularized, b zeros and
   not regularized (``NNLayers.FC``); LeakyReLU has slope 0.1;
-- loss = ``sum_k lambda_k * 3 * BPR_k`` (``baselines.bilinear.weighted_task_bpr``: a task with
+- loss = ``sum_k lambda_k * 3 * BPR_k`` (``baselines.decoders.bilinear.weighted_task_bpr``: a task with
   lambda_k = 0 has no BPR) + ``reg * sum |W|^2`` over the decoder's regularized weights, every step;
   the encoder adds its own L2 (its embedding tables);
 - every score is multiplied by ``mult`` before BPR and at test time;
@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from baselines.bilinear import LOSS_WEIGHTS, MULT, weighted_task_bpr
+from baselines.decoders.bilinear import LOSS_WEIGHTS, MULT, weighted_task_bpr
 from bench.errors import ConfigError
 from bench.models.base import (Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, tf_l2,
                                xavier_table)

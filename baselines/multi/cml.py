@@ -39,9 +39,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines import cml_parts as parts
-from baselines import cml_sampler  # noqa: F401  (registers the 'cml' sampler)
-from baselines.cml_sampler import META_USER_RULES
+from baselines.multi import cml_parts as parts
+from baselines.multi import cml_sampler  # noqa: F401  (registers the 'cml' sampler)
+from baselines.multi.cml_sampler import META_USER_RULES
 from bench.data.graphs import Graph, bipartite
 from bench.models.base import Batch, BehaviorReps, Decoder, Encoder, Pairs, rows, xavier_table
 from bench.models.registry import register_decoder, register_encoder, register_model

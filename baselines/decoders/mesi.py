@@ -1,5 +1,5 @@
 """``mesi``: CIGF's multi-expert decoder with decoupled inputs (spec §7.6, §8.5), and the gated
-slot machinery PME reuses (``baselines.pme``).
+slot machinery PME reuses (``baselines.decoders.pme``).
 
 Task k scores a pair (u, v) as
 
@@ -10,7 +10,7 @@ with the experts ``e^j = Z_u^j[u] * Z_v^j[v]`` in NATURAL order, j = 1..K (slot 
 task's own expert included): expert j reads only behavior j's tables (decoupled inputs). W_g
 (2d x K) is Xavier and L2-regularized, b_g zeros and not regularized. Loss
 ``sum_k lambda_k * 3 * BPR_k`` + ``reg * |W_g|^2`` (CIGF itself: equal weights without the 3, i.e.
-lambda_k = 1/3 for every k; see ``baselines.cigf``).
+lambda_k = 1/3 for every k; see ``baselines.multi.cigf``).
 
 Training gathers every behavior's rows at once from the tables laid side by side ([U, K*d]); full
 ranking factorizes the gate's softmax (``GatedSlotsDecoder.block_scores``) into two matrix products
@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.bilinear import LOSS_WEIGHTS, MULT
-from baselines.shared_bottom import TFMultiTaskDecoder, users_per_block
+from baselines.decoders.bilinear import LOSS_WEIGHTS, MULT
+from baselines.decoders.shared_bottom import TFMultiTaskDecoder, users_per_block
 from bench.models.base import BehaviorReps, rows, xavier_table
 from bench.models.registry import register_decoder
 from bench.params import DIM, TF_REG

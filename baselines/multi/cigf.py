@@ -1,5 +1,5 @@
 """``cigf``: the CIGF encoder (spec §7.6; reference ``MC-CV/CIGF``, TF1, ``multi_graph = True``,
-encoder lightgcn) and the model ``cigf`` = this encoder + the MESI decoder (``baselines.mesi``).
+encoder lightgcn) and the model ``cigf`` = this encoder + the MESI decoder (``baselines.decoders.mesi``).
 
 Graphs ``A_k = left(A(B_k))`` (single behavior). For every behavior b, with L = ``cigf_layers``:
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.mesi import MESIDecoder  # noqa: F401  (registers the "mesi" decoder)
-from baselines.shared_bottom import leaky_relu
+from baselines.decoders.mesi import MESIDecoder  # noqa: F401  (registers the "mesi" decoder)
+from baselines.decoders.shared_bottom import leaky_relu
 from bench.data.graphs import propagate, torch_graph
 from bench.models.base import BehaviorReps, Encoder, tf_l2, xavier_table
 from bench.models.registry import register_encoder, register_model

@@ -1,7 +1,7 @@
 """``mmoe``: Multi-gate Mixture-of-Experts on the shared input (spec §8.2), and the gated-experts
-machinery PLE reuses (``baselines.ple``).
+machinery PLE reuses (``baselines.decoders.ple``).
 
-On the shared input ``q = [m_u; m_v]`` (2d wide, see ``baselines.shared_bottom``):
+On the shared input ``q = [m_u; m_v]`` (2d wide, see ``baselines.decoders.shared_bottom``):
 
 - experts ``x_i = LeakyReLU_{0.1}(W_i^T q + b_i)``, 2d wide (the TF code's "latdim" = 2d),
   i = 1..``mmoe_experts`` (3, the code's ``num_exps``), shared by every task;
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.shared_bottom import Dense, SharedInputDecoder, leaky_relu, users_per_block
+from baselines.decoders.shared_bottom import Dense, SharedInputDecoder, leaky_relu, users_per_block
 from bench.models.base import BehaviorReps, rows
 from bench.models.registry import register_decoder
 from bench.params import Param

@@ -1,0 +1,1 @@
+"""Floors: references without learned parameters (popularity, the user's own items, item kNN)."""

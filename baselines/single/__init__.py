@@ -1,0 +1,1 @@
+"""Single-behavior models: trained on the target behavior (or one merged graph) only."""
