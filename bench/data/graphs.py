@@ -121,7 +121,8 @@ class _Propagate(torch.autograd.Function):
         rows_first = x.movedim(seeds_dim, 1)             # [N, S, d...]
         flat = rows_first.reshape(rows_first.shape[0], -1).contiguous()
         out = _Propagate.apply(flat, graph)
-        return out.reshape(rows_first.shape), 1
+        # a users x items graph has other rows out than in
+        return out.reshape(out.shape[0], *rows_first.shape[1:]), 1
 
 
 def torch_graph(dataset: MultiBehaviorDataset, view: str, norm: str, k: int | None = None,

@@ -51,6 +51,22 @@ def test_vmap_over_a_non_leading_seed_axis():
         torch.testing.assert_close(batched[:, s], propagate(graph, x[:, s]))
 
 
+def test_vmap_over_a_rectangular_graph_and_its_gradient():
+    rng = np.random.default_rng(4)
+    dense = (rng.random((5, 8)) < 0.5) * rng.random((5, 8))   # users x items
+    graph = Graph(sp.csr_matrix(dense), torch.device("cpu"))
+    stacked = torch.randn(3, 8, 2, requires_grad=True)
+    weights = torch.randn(3, 5, 2)
+    batched = vmap(lambda t: propagate(graph, t))(stacked)
+    assert batched.shape == (3, 5, 2)
+    (batched * weights).sum().backward()
+    for s in range(3):
+        np.testing.assert_allclose(batched[s].detach().numpy(),
+                                   dense @ stacked[s].detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stacked.grad[s].numpy(), dense.T @ weights[s].numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_graphs_keep_32_bit_indices_and_products_match_sparse_mm():
     graph, dense = small_graph(3)
     assert graph.forward_csr.crow_indices().dtype == torch.int32
