@@ -175,6 +175,10 @@ def _linear_init(fan_in: int, shape: tuple[int, ...], generator: torch.Generator
     return nn.Parameter(((torch.rand(shape, generator=generator) * 2 - 1) * bound).to(device))
 
 
+KG_LOOPED_REASON = ("edge dropout and the KG-weighted views give every run its own sparse graph "
+                    "values, so the runs of a batch cannot share one sparse product")
+
+
 @register_encoder("kmclr")
 class KMCLREncoder(Encoder):
     """The MB encoder and, with a KG, the KG model; ``users[k]``/``items[k]`` are the blended
@@ -203,9 +207,7 @@ class KMCLREncoder(Encoder):
             self._init_kg(dataset, cfg, d, generator, device)
             if cfg["kg_score_mode"] == "train":
                 self.score_keys = streams.run_keys([cfg["kg_score_seed"]], device)[0]
-            self.looped_reason = ("edge dropout and the KG-weighted views give every run its own "
-                                  "sparse graph values, so the runs of a batch cannot share one "
-                                  "sparse product")
+            self.looped_reason = KG_LOOPED_REASON
 
     def _init_kg(self, dataset, cfg, d, generator, device) -> None:
         kg = self.kg
@@ -444,3 +446,11 @@ def register_with_kg(name: str = "kmclr", kg_file: str = "") -> None:
 
 
 register_with_kg()
+
+
+def _looped_reason_for(cfg: dict) -> str:
+    """What ``bench list models`` says of a configuration's seed batches (read off the defaults)."""
+    return KG_LOOPED_REASON if cfg.get("kg_source", "none") != "none" else ""
+
+
+KMCLREncoder.looped_reason_for = staticmethod(_looped_reason_for)

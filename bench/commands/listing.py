@@ -21,9 +21,17 @@ def _first_line(text: str | None) -> str:
 
 
 def batching(spec) -> str:
-    """How the runs of a batch of this model train: fused, or looped with the reason."""
-    reasons = [getattr(table[name], "looped_reason", "") for table, name
-               in ((ENCODERS, spec.encoder), (DECODERS, spec.decoder))]
+    """How the runs of a batch of this model train: fused, or looped with the reason. A component
+    whose answer depends on its settings says so through ``looped_reason_for(defaults)``."""
+    defaults = dict(spec.defaults)
+    reasons = []
+    for table, name in ((ENCODERS, spec.encoder), (DECODERS, spec.decoder)):
+        cls = table[name]
+        reason = getattr(cls, "looped_reason", "")
+        if not isinstance(reason, str):
+            reason = ""
+        hook = getattr(cls, "looped_reason_for", None)
+        reasons.append(reason or (hook(defaults) if callable(hook) else ""))
     reason = "; ".join(r for r in reasons if r)
     return f"looped: {reason}" if reason else "fused"
 

@@ -423,3 +423,10 @@ def test_kmclr_parts_refuse_other_samplers_and_encoders(demo):
     nokg, nokg_cfg = build("kmclr-nokg", demo)
     with pytest.raises(ConfigError, match="encoder kmclr"):
         composed.loss(first_batch(nokg, demo, nokg_cfg))
+
+
+def test_the_model_list_says_which_forms_loop_their_seed_batches():
+    from bench.commands.listing import batching
+    assert batching(MODELS["kmclr-cokg"]).startswith("looped: edge dropout")
+    assert batching(MODELS["kmclr"]).startswith("looped: ")
+    assert batching(MODELS["kmclr-nokg"]) == "fused"
