@@ -16,13 +16,15 @@ from typing import Any
 import torch
 
 from bench.errors import ConfigError
+from bench.train.optim import FlatAdam
 
 ADAGRAD_FORMS = ("adagrad-tf1",)
 TF1_INITIAL_ACCUMULATOR = 0.1
 
 
-class FlatAdagrad:
-    """Adagrad over ``flat`` ([S, P], a leaf whose ``grad`` the backward pass fills)."""
+class FlatAdagrad(FlatAdam):
+    """Adagrad over ``flat`` ([S, P], a leaf whose ``grad`` the backward pass fills); the learning
+    rate's staircase is FlatAdam's (``current_lr``)."""
 
     def __init__(self, flat: torch.Tensor, lr: torch.Tensor, lr_decay: torch.Tensor,
                  decay_steps: int, initial_accumulator: float = TF1_INITIAL_ACCUMULATOR) -> None:
@@ -36,11 +38,6 @@ class FlatAdagrad:
         self.decay_steps = max(int(decay_steps), 1)
         self.accumulator = torch.full_like(flat, float(initial_accumulator), requires_grad=False)
         self.t = torch.zeros((), dtype=torch.int64, device=flat.device)
-
-    def current_lr(self) -> torch.Tensor:
-        """[S, 1]: each run's learning rate for the next update."""
-        stairs = torch.div(self.t, self.decay_steps, rounding_mode="floor").to(self.flat.dtype)
-        return self.lr * self.lr_decay.pow(stairs)
 
     @torch.no_grad()
     def step(self) -> None:
