@@ -66,10 +66,17 @@ def split_stat(cell: CellResult, rule: str, metrics: Sequence[str] = ("HR@10", "
         out.runs += 1
     for subset, runs in sums.items():
         if runs:
-            out.metrics[subset] = {m: float(np.nanmean([r[m] for r in runs])) for m in metrics}
+            out.metrics[subset] = {m: _mean_of_defined([r[m] for r in runs]) for m in metrics}
     if shares:
         out.seen_share = float(np.mean(shares))
     return out
+
+
+def _mean_of_defined(values: Sequence[float]) -> float:
+    """The mean of the values that are defined; NaN, without numpy's warning, when none is (a
+    subset no evaluated user holds, such as Retailrocket's seen test items)."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 _SEEN_USERS: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}

@@ -84,3 +84,13 @@ def test_caption_says_what_rows_saw_and_warns_of_the_test_period():
     assert "LightGCN" not in lines[1]
     assert training_input_lines({("LightGCN", "jd"): cell("train")}, ["jd"])[-1].startswith(
         "Training input")
+
+
+def test_a_subset_no_run_defines_is_nan_without_a_numpy_warning():
+    import warnings
+
+    from bench.report.split import _mean_of_defined
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(_mean_of_defined([float("nan"), float("nan")]))
+        assert _mean_of_defined([0.2, float("nan"), 0.4]) == pytest.approx(0.3)
